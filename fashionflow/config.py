@@ -1,0 +1,305 @@
+"""Typed configuration: YAML presets in `configs/` + dotted command-line overrides.
+
+A preset only lists what differs from the dataclass defaults, and the defaults are the
+released code's settings (`configs/fashionflow.yaml` is therefore nearly empty). Usage:
+
+    cfg = load_config("configs/tiny.yaml", ["train.lr=2e-4", "data.num_frames=8"])
+    print(config_to_yaml(cfg))          # what --dry-run prints and every run saves
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A preset or an override names an unknown key or gives a bad value."""
+
+
+@dataclass
+class ModelConfig:
+    """Space-time U-Net and conditioning adapter (FASHIONFLOW.md, "Latent U-Net")."""
+
+    in_channels: int = 4  # latent channels of the VAE
+    base_dim: int = 64
+    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
+    resnet_depths: tuple[int, ...] = (2, 2, 2, 2)  # extra residual blocks per level
+    self_attention: tuple[bool, ...] = (False, False, False, True)  # spatio-temporal attention per level
+    temporal_compression: tuple[bool, ...] = (False, False, False, True)  # halve frames at that level
+    cross_attention_heads: tuple[int, ...] = (1, 1, 2, 4)  # heads of the image cross-attention per level
+    attention_heads: int = 8  # spatio-temporal attention (levels and middle)
+    attention_head_dim: int = 64
+    groups: int = 8  # GroupNorm groups
+    context_dim: int = 768  # width of the image context tokens (CLIP ViT-B/32 hidden size)
+    num_context_tokens: int = 50  # CLIP tokens; the adapter adds one token per latent channel
+    latent_height: int = 80  # the adapter's Linear(1280, 768) depends on the latent size
+    latent_width: int = 64
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class EncodersConfig:
+    """Frozen VAE and CLIP image encoder: hub ids or local folders."""
+
+    vae: str = "CompVis/stable-diffusion-v1-4"
+    vae_subfolder: Optional[str] = "vae"
+    vae_scaling_factor: float = 0.18215
+    image_encoder: str = "openai/clip-vit-base-patch32"
+    # released: [0, 1] images into the VAE, CLIP sees the image rescaled by 1/255 twice.
+    # correct:  [-1, 1] images into the VAE, CLIP sees the image as its processor expects.
+    preprocessing: Literal["released", "correct"] = "released"
+
+
+@dataclass
+class DiffusionConfig:
+    """Noise schedule and training objective (FASHIONFLOW.md, "Diffusion")."""
+
+    num_train_timesteps: int = 1000
+    # released: the authors' "cosine" betas; others are diffusers' named schedules.
+    beta_schedule: Literal["released", "linear", "scaled_linear", "squaredcos_cap_v2"] = "released"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction_type: Literal["epsilon"] = "epsilon"
+    loss_on_first_frame: bool = True  # released: frame 0 (clean, zero target) is in the loss
+    loss_reduction: Literal["sum_frames", "mean"] = "sum_frames"  # released: per-frame MSE summed
+
+
+@dataclass
+class DataConfig:
+    """Clip extraction and latent projection (FASHIONFLOW.md, "Data")."""
+
+    num_frames: int = 70
+    height: int = 640
+    width: int = 512
+    clip_policy: Literal["random_window", "k_random_windows", "all_windows"] = "random_window"
+    clips_per_video: int = 1  # for k_random_windows
+    start_window: int = 241  # released: a clip lies within the first 241 frames
+    resize: Literal["stretch", "crop"] = "stretch"  # released: bilinear resize ignoring aspect
+    latent_dtype: Literal["float32", "float16"] = "float32"
+    sample_latent: bool = True  # released: a sampled VAE latent, not the mean
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping (FASHIONFLOW.md, "Training")."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    batch_size: int = 2  # per GPU
+    grad_accum_steps: int = 1
+    epochs: int = 2500
+    max_steps: Optional[int] = None  # overrides epochs when set
+    warmup_steps: int = 0
+    grad_clip: Optional[float] = None
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast on CUDA only
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    ema_decay: Optional[float] = None  # e.g. 0.9999; None = no EMA (released)
+    cond_dropout: float = 0.0  # probability of dropping the image context (for guidance)
+    seed: int = 0
+    num_workers: int = 2
+    log_every: int = 40  # steps
+    sample_every: int = 5000  # steps; 0 disables
+    checkpoint_every: int = 5000  # steps
+    keep_last: int = 3
+    validation_image: Optional[str] = None
+
+
+@dataclass
+class SampleConfig:
+    """Sampling defaults for inference and training-time previews."""
+
+    sampler: Literal["ddpm", "ddim", "dpm"] = "ddpm"
+    num_inference_steps: int = 1000
+    guidance_scale: float = 1.0
+    num_frames: int = 70
+    fps: int = 25
+    decode_chunk_size: int = 8
+    seed: int = 0
+    # released inference clamps the decoder output of [0, 1]-trained models to [0, 1]
+    output_range: Literal["clamp01", "from_minus1"] = "clamp01"
+
+
+@dataclass
+class FashionFlowConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def validate(self) -> "FashionFlowConfig":
+        m, d = self.model, self.data
+        n = len(m.dim_mults)
+        for name in ("resnet_depths", "self_attention", "temporal_compression", "cross_attention_heads"):
+            if len(getattr(m, name)) != n:
+                raise ConfigError(f"model.{name} has {len(getattr(m, name))} entries but model.dim_mults has {n}")
+        for level, (mult, heads) in enumerate(zip(m.dim_mults, m.cross_attention_heads)):
+            width = m.base_dim * mult
+            if width % m.groups:
+                raise ConfigError(f"level {level + 1} width {width} is not divisible by model.groups={m.groups}")
+        space, time = 2 ** n, 2 ** sum(m.temporal_compression)
+        if d.height % (8 * space) or d.width % (8 * space):
+            raise ConfigError(f"data.height/width ({d.height}x{d.width}) must be multiples of {8 * space} "
+                              f"(VAE factor 8 x U-Net factor {space})")
+        if d.num_frames % time:
+            raise ConfigError(f"data.num_frames={d.num_frames} must be a multiple of {time} (temporal compression)")
+        if (d.height // 8, d.width // 8) != (m.latent_height, m.latent_width):
+            raise ConfigError(f"model.latent_height/width ({m.latent_height}x{m.latent_width}) must equal "
+                              f"data.height/width / 8 ({d.height // 8}x{d.width // 8})")
+        if self.sample.num_frames % time:
+            raise ConfigError(f"sample.num_frames={self.sample.num_frames} must be a multiple of {time}")
+        if not 0.0 <= self.train.cond_dropout < 1.0:
+            raise ConfigError(f"train.cond_dropout={self.train.cond_dropout} must be in [0, 1)")
+        for name in ("batch_size", "grad_accum_steps", "keep_last"):
+            if getattr(self.train, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1")
+        return self
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(FashionFlowConfig)}
+
+
+def _section_class(name: str):
+    return {f.name: f.default_factory for f in dataclasses.fields(FashionFlowConfig)}[name]
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check `value` against a dataclass field annotation; convert lists to tuples."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}={value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r} must be a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}={value!r} must have {len(args)} entries")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}={value!r} must be true or false")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}={value!r} must be an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}={value!r} must be a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}={value!r} must be a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}={value!r} must be a string")
+        return value
+    return value
+
+
+def _merge_section(section_obj, values: dict, section: str):
+    hints = typing.get_type_hints(type(section_obj))
+    known = {f.name for f in dataclasses.fields(section_obj)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {section}.{key} (known: {', '.join(sorted(known))})")
+        setattr(section_obj, key, _coerce(value, hints[key], f"{section}.{key}"))
+
+
+def config_from_dict(data: dict | None) -> FashionFlowConfig:
+    cfg = FashionFlowConfig()
+    for section, values in (data or {}).items():
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r} (known: {', '.join(SECTIONS)})")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping")
+        _merge_section(getattr(cfg, section), values, section)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`train.lr=2e-4` -> ("train", "lr", 2e-4); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    dotted, raw = text.split("=", 1)
+    parts = dotted.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {text!r} must name section.key (e.g. train.lr=2e-4)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: cannot parse value: {error}") from None
+    if isinstance(value, str) and raw.strip().lower() in ("none", "null"):
+        value = None
+    return parts[0], parts[1], value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> FashionFlowConfig:
+    """Read a YAML preset (or the released defaults when `path` is None) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        with open(path) as handle:
+            data = yaml.safe_load(handle) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+    data = {section: dict(values or {}) for section, values in data.items()}
+    for text in overrides or []:
+        section, key, value = parse_override(text)
+        data.setdefault(section, {})[key] = value
+    return config_from_dict(data).validate()
+
+
+def config_to_dict(cfg: FashionFlowConfig) -> dict:
+    def plain(value):
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return {section: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, section)).items()}
+            for section in SECTIONS}
+
+
+def config_to_yaml(cfg: FashionFlowConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: FashionFlowConfig, path: str | os.PathLike) -> None:
+    from fashionflow.utils import atomic_write_text
+
+    atomic_write_text(path, config_to_yaml(cfg))
+
+
+def config_hash(cfg: FashionFlowConfig, sections: tuple[str, ...] = ("data", "encoders")) -> str:
+    """Short stable hash of some sections (e.g. what decides the projected latents)."""
+    payload = {s: config_to_dict(cfg)[s] for s in sections}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
