@@ -103,6 +103,7 @@ class TrainConfig:
     epochs: int = 2500
     max_steps: Optional[int] = None  # overrides epochs when set
     warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"  # after warmup; released: constant
     grad_clip: Optional[float] = None
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast on CUDA only
     gradient_checkpointing: bool = False
@@ -115,7 +116,9 @@ class TrainConfig:
     sample_every: int = 5000  # steps; 0 disables
     checkpoint_every: int = 5000  # steps
     keep_last: int = 3
-    validation_image: Optional[str] = None
+    validation_image: Optional[str] = None  # preview conditioning image; None = the first training clip's
+    sample_sampler: Literal["ddpm", "ddim", "dpm"] = "ddim"  # training-time previews (released: 1000-step DDPM)
+    sample_steps: int = 25
 
 
 @dataclass
