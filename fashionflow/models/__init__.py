@@ -1,0 +1,31 @@
+"""FashionFlow networks: the space-time U-Net and the image-conditioning adapter."""
+
+from fashionflow.models.adapter import ImageConditionAdapter
+from fashionflow.models.unet import SpaceTimeUNet
+
+__all__ = ["SpaceTimeUNet", "ImageConditionAdapter", "build_models", "unet_kwargs", "adapter_kwargs"]
+
+
+def unet_kwargs(model_cfg) -> dict:
+    """SpaceTimeUNet constructor arguments from a `ModelConfig`."""
+    return dict(in_channels=model_cfg.in_channels, base_dim=model_cfg.base_dim, dim_mults=tuple(model_cfg.dim_mults),
+                resnet_depths=tuple(model_cfg.resnet_depths), self_attention=tuple(model_cfg.self_attention),
+                temporal_compression=tuple(model_cfg.temporal_compression),
+                cross_attention_heads=tuple(model_cfg.cross_attention_heads),
+                attention_heads=model_cfg.attention_heads, attention_head_dim=model_cfg.attention_head_dim,
+                groups=model_cfg.groups, context_dim=model_cfg.context_dim)
+
+
+def adapter_kwargs(model_cfg) -> dict:
+    """ImageConditionAdapter constructor arguments from a `ModelConfig`."""
+    return dict(latent_channels=model_cfg.in_channels, latent_height=model_cfg.latent_height,
+                latent_width=model_cfg.latent_width, context_dim=model_cfg.context_dim,
+                num_context_tokens=model_cfg.num_context_tokens)
+
+
+def build_models(model_cfg) -> tuple[SpaceTimeUNet, ImageConditionAdapter]:
+    """Freshly initialised (unet, adapter) for a `ModelConfig` (see configs/)."""
+    unet = SpaceTimeUNet(**unet_kwargs(model_cfg))
+    if model_cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    return unet, ImageConditionAdapter(**adapter_kwargs(model_cfg))

@@ -1,0 +1,174 @@
+"""The space-time U-Net (FASHIONFLOW.md "Latent U-Net"; paper Fig. 2; Make-A-Video's
+SpaceTimeUnet with one image cross-attention per level).
+
+    conv_in (7x7 pseudo-3D) -> 4 down levels -> middle -> 4 up levels -> conv_out (3x3)
+
+Down level: time-conditioned resnet (in -> out), skip; `depth` resnets; [spatio-temporal
+attention]; skip; downsample (space, and frames at compressed levels); cross-attention.
+Up level (deepest first): upsample; concat skip; time-conditioned resnet (2 out -> in); concat
+skip; resnet (in + out -> in); resnets (in -> in); [attention]; cross-attention.
+Skips are scaled by 2^-0.5 and concatenated before the current features, as released.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from fashionflow.models.attention import ImageCrossAttention, SpatioTemporalAttention
+from fashionflow.models.layers import Downsample, PseudoConv3d, ResnetBlock, SinusoidalTimestepEmbedding, Upsample
+
+
+class DownLevel(nn.Module):
+    def __init__(self, dim_in, dim_out, depth, self_attention, compress_time, cross_heads, time_dim, context_dim,
+                 attention_heads, attention_head_dim, groups):
+        super().__init__()
+        self.resnet_in = ResnetBlock(dim_in, dim_out, time_dim, groups)
+        self.resnets = nn.ModuleList(ResnetBlock(dim_out, dim_out, None, groups) for _ in range(depth))
+        self.attention = (SpatioTemporalAttention(dim_out, attention_heads, attention_head_dim)
+                          if self_attention else None)
+        self.downsample = Downsample(dim_out, compress_time)
+        self.cross_attention = ImageCrossAttention(dim_out, cross_heads, context_dim)
+
+
+class UpLevel(nn.Module):
+    def __init__(self, dim_in, dim_out, depth, self_attention, expand_time, cross_heads, time_dim, context_dim,
+                 attention_heads, attention_head_dim, groups):
+        super().__init__()
+        self.upsample = Upsample(dim_out, expand_time)
+        self.resnet_in = ResnetBlock(dim_out * 2, dim_in, time_dim, groups)
+        self.resnets = nn.ModuleList(ResnetBlock(dim_in + (dim_out if i == 0 else 0), dim_in, None, groups)
+                                     for i in range(depth))
+        self.attention = (SpatioTemporalAttention(dim_in, attention_heads, attention_head_dim)
+                          if self_attention else None)
+        self.cross_attention = ImageCrossAttention(dim_in, cross_heads, context_dim)
+
+
+class SpaceTimeUNet(ModelMixin, ConfigMixin):
+    """Noise predictor: latents [b, c, f, h, w], timesteps [b], context [b, n, d] -> [b, c, f, h, w]."""
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 4,
+        base_dim: int = 64,
+        dim_mults: tuple[int, ...] = (1, 2, 4, 8),
+        resnet_depths: tuple[int, ...] = (2, 2, 2, 2),
+        self_attention: tuple[bool, ...] = (False, False, False, True),
+        temporal_compression: tuple[bool, ...] = (False, False, False, True),
+        cross_attention_heads: tuple[int, ...] = (1, 1, 2, 4),
+        attention_heads: int = 8,
+        attention_head_dim: int = 64,
+        groups: int = 8,
+        context_dim: int = 768,
+    ):
+        super().__init__()
+        levels = len(dim_mults)
+        if not levels == len(resnet_depths) == len(self_attention) == len(temporal_compression) == len(
+                cross_attention_heads):
+            raise ValueError("dim_mults, resnet_depths, self_attention, temporal_compression and "
+                             "cross_attention_heads must have one entry per level")
+        dims = [base_dim, *(base_dim * m for m in dim_mults)]
+        time_dim = base_dim * 4
+        self.frame_multiple = 2 ** sum(map(bool, temporal_compression))
+        self.size_multiple = 2 ** levels
+        self.gradient_checkpointing = False
+
+        self.time_embedding = SinusoidalTimestepEmbedding(base_dim, time_dim)
+        self.conv_in = PseudoConv3d(in_channels, base_dim, kernel_size=7)
+        shared = dict(time_dim=time_dim, context_dim=context_dim, attention_heads=attention_heads,
+                      attention_head_dim=attention_head_dim, groups=groups)
+        level_args = list(zip(dims[:-1], dims[1:], resnet_depths, self_attention, temporal_compression,
+                              cross_attention_heads))
+        self.down_levels = nn.ModuleList(DownLevel(*args, **shared) for args in level_args)
+        mid = dims[-1]
+        self.mid_resnet1 = ResnetBlock(mid, mid, time_dim, groups)
+        self.mid_attention = SpatioTemporalAttention(mid, attention_heads, attention_head_dim)
+        self.mid_resnet2 = ResnetBlock(mid, mid, time_dim, groups)
+        self.up_levels = nn.ModuleList(UpLevel(*args, **shared) for args in reversed(level_args))  # deepest first
+        self.conv_out = PseudoConv3d(base_dim, in_channels, kernel_size=3)
+        self.skip_scale = 2 ** -0.5
+        self.initialize_weights()
+
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """Released init, in one place: temporal convs Dirac (identity) with zero bias; attention
+        output projections zero (blocks start as the identity); upsampling kernels repeated."""
+        for module in self.modules():
+            if isinstance(module, PseudoConv3d) and module.temporal is not None:
+                nn.init.dirac_(module.temporal.weight)
+                nn.init.zeros_(module.temporal.bias)
+            if isinstance(module, SpatioTemporalAttention):
+                nn.init.zeros_(module.spatial_attention.to_out.weight)
+                nn.init.zeros_(module.temporal_attention.to_out.weight)
+            if isinstance(module, Upsample):
+                for conv, factor in ((module.space_proj, 4), (module.time_proj, 2)):
+                    if conv is not None:
+                        kernel = torch.empty(conv.weight.shape[0] // factor, *conv.weight.shape[1:])
+                        nn.init.kaiming_uniform_(kernel)
+                        conv.weight.copy_(kernel.repeat_interleave(factor, dim=0))
+                        nn.init.zeros_(conv.bias)
+
+    def check_input_size(self, latents: torch.Tensor) -> None:
+        if latents.ndim != 5:
+            raise ValueError(f"latents must be [b, c, f, h, w], got shape {tuple(latents.shape)}")
+        _, channels, frames, height, width = latents.shape
+        if channels != self.config.in_channels:
+            raise ValueError(f"latents have {channels} channels, the model expects {self.config.in_channels} "
+                             "(latents are [b, c, f, h, w]: channels before frames)")
+        if frames % self.frame_multiple:
+            raise ValueError(f"number of frames ({frames}) must be a multiple of {self.frame_multiple} "
+                             "(temporal compression halves the frames)")
+        if height % self.size_multiple or width % self.size_multiple:
+            raise ValueError(f"latent height and width ({height}x{width}) must be multiples of "
+                             f"{self.size_multiple} (one 2x downsampling per level)")
+
+    def _run(self, block: nn.Module, *args):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(block, *args)
+        return block(*args)
+
+    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor | float | int,
+                context: torch.Tensor) -> torch.Tensor:
+        """latents [b, c, f, h, w], timesteps [b] or scalar, context [b, n, d] -> noise [b, c, f, h, w]."""
+        self.check_input_size(latents)
+        if context.ndim != 3 or context.shape[-1] != self.config.context_dim:
+            raise ValueError(f"context must be [b, n, {self.config.context_dim}], got {tuple(context.shape)}")
+        timesteps = torch.as_tensor(timesteps, device=latents.device)
+        if timesteps.ndim == 0:
+            timesteps = timesteps.expand(latents.shape[0])
+        t = self.time_embedding(timesteps)  # b time_dim
+        context = context.to(latents.dtype)
+
+        x = self.conv_in(latents)
+        skips = []
+        for level in self.down_levels:
+            x = self._run(level.resnet_in, x, t)
+            skips.append(x)
+            for resnet in level.resnets:
+                x = self._run(resnet, x)
+            if level.attention is not None:
+                x = self._run(level.attention, x)
+            skips.append(x)
+            x = level.downsample(x)
+            x = self._run(level.cross_attention, x, context)
+
+        x = self._run(self.mid_resnet1, x, t)
+        x = self._run(self.mid_attention, x)
+        x = self._run(self.mid_resnet2, x, t)
+
+        for level in self.up_levels:
+            x = level.upsample(x)
+            x = torch.cat((skips.pop() * self.skip_scale, x), dim=1)
+            x = self._run(level.resnet_in, x, t)
+            x = torch.cat((skips.pop() * self.skip_scale, x), dim=1)
+            for resnet in level.resnets:
+                x = self._run(resnet, x)
+            if level.attention is not None:
+                x = self._run(level.attention, x)
+            x = self._run(level.cross_attention, x, context)
+        return self.conv_out(x)
