@@ -1,0 +1,159 @@
+"""Diffusion maths apart from the network: schedule, training loss, sampling loop (FASHIONFLOW.md, "Diffusion").
+
+Everything runs through diffusers' schedulers: the released betas are handed to them as
+`trained_betas`, noising is `scheduler.add_noise`, and sampling steps are `scheduler.step`.
+What is FashionFlow's own is the local conditioning: frame 0 of the video latent is the clean
+latent of the conditioning image, during training (zero noise target) and after every sampling
+step. Latents are [b, c, f, h, w] (channels before frames) and already scaled by the VAE factor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+from fashionflow.config import DiffusionConfig
+
+SAMPLERS = ("ddpm", "ddim", "dpm")
+Generators = Optional[torch.Generator | list[torch.Generator]]
+
+
+def released_betas(num_steps: int = 1000, start: float = 1e-4, end: float = 0.02) -> np.ndarray:
+    """The released "cosine" betas: beta_t = start + (end - start) / 2 * (1 - cos(pi t / (T - 1))).
+
+    A half cosine from `start` (t = 0) to `end` (t = T - 1); not Nichol & Dhariwal's cosine
+    schedule. float64, like the released numpy code (diffusers stores them as float32, as the
+    released `torch.Tensor(betas)` did).
+    """
+    t = np.arange(num_steps, dtype=np.float64)
+    return start + 0.5 * (end - start) * (1.0 - np.cos(math.pi * t / (num_steps - 1)))
+
+
+def make_scheduler(diff_cfg: DiffusionConfig, sampler: str = "ddpm") -> SchedulerMixin:
+    """A diffusers scheduler for the configured schedule.
+
+    ddpm: ancestral sampling with the posterior variance beta-tilde ("fixed_small") and no x0
+          clipping: with all 1000 steps this is the released sampler.
+    ddim: deterministic DDIM (eta 0), "trailing" timesteps so the first step starts at t = T - 1.
+    dpm:  DPM-Solver++ (2nd-order multistep), "trailing" timesteps, zero final sigma.
+    """
+    if diff_cfg.prediction_type != "epsilon":
+        raise ValueError(f"diffusion.prediction_type={diff_cfg.prediction_type!r}: only epsilon is supported")
+    schedule: dict = dict(num_train_timesteps=diff_cfg.num_train_timesteps, prediction_type="epsilon")
+    if diff_cfg.beta_schedule == "released":
+        schedule["trained_betas"] = released_betas(diff_cfg.num_train_timesteps, diff_cfg.beta_start,
+                                                   diff_cfg.beta_end)
+    else:
+        schedule.update(beta_schedule=diff_cfg.beta_schedule, beta_start=diff_cfg.beta_start,
+                        beta_end=diff_cfg.beta_end)
+    if sampler == "ddpm":
+        return DDPMScheduler(**schedule, variance_type="fixed_small", clip_sample=False)
+    if sampler == "ddim":
+        return DDIMScheduler(**schedule, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+    if sampler == "dpm":
+        return DPMSolverMultistepScheduler(**schedule, algorithm_type="dpmsolver++", solver_order=2,
+                                           timestep_spacing="trailing", final_sigmas_type="zero")
+    raise ValueError(f"unknown sampler {sampler!r} (one of {', '.join(SAMPLERS)})")
+
+
+def with_first_frame(latents: torch.Tensor, first_frame: torch.Tensor) -> torch.Tensor:
+    """Local conditioning: [b, c, f, h, w] with frame 0 replaced by `first_frame` [b, c, h, w]."""
+    return torch.cat([first_frame.unsqueeze(2).to(latents.dtype), latents[:, :, 1:]], dim=2)
+
+
+def null_context(context: torch.Tensor) -> torch.Tensor:
+    """The "no image" condition for classifier-free guidance: zeros of the adapter output's shape.
+
+    Only the global (cross-attention) condition is dropped; frame 0 stays the image latent.
+    """
+    return torch.zeros_like(context)
+
+
+def _frame_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[b, c, f, h, w] x 2 -> [f]: the MSE of each frame, averaged over batch, channels and pixels."""
+    return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(0, 1, 3, 4))
+
+
+def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.Tensor, scheduler: SchedulerMixin,
+                   diff_cfg: DiffusionConfig, timesteps: Optional[torch.Tensor] = None,
+                   noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The released training objective for clean video latents [b, c, f, h, w] -> scalar loss.
+
+    1. t ~ U{0, T-1} per video, noise ~ N(0, I); x_t = scheduler.add_noise(x_0, noise, t).
+    2. Local conditioning: noisy frame 0 is replaced by clean frame 0, whose noise target is 0.
+    3. Epsilon MSE per frame; released: summed over frames ("sum_frames", frame 0 included).
+       `loss_on_first_frame=False` leaves frame 0 out; `loss_reduction="mean"` averages frames.
+    """
+    b = latents.shape[0]
+    if timesteps is None:
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator,
+                                  device=generator.device if generator is not None else "cpu")
+    timesteps = timesteps.to(latents.device).long()
+    if noise is None:
+        noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    noisy = with_first_frame(noisy, latents[:, :, 0])
+    target = with_first_frame(noise, torch.zeros_like(latents[:, :, 0]))
+
+    prediction = unet(noisy, timesteps, context)
+    per_frame = _frame_mse(prediction, target)  # [f]
+    if not diff_cfg.loss_on_first_frame:
+        per_frame = per_frame[1:]
+    if diff_cfg.loss_reduction == "sum_frames":
+        return per_frame.sum()
+    if diff_cfg.loss_reduction == "mean":
+        return per_frame.mean()
+    raise ValueError(f"unknown diffusion.loss_reduction {diff_cfg.loss_reduction!r}")
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    if dtype is None or dtype == torch.float32 or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, context: torch.Tensor,
+                         image_latent: torch.Tensor, num_frames: int, num_inference_steps: int,
+                         guidance_scale: float = 1.0, generator: Generators = None,
+                         autocast_dtype: Optional[torch.dtype] = None,
+                         progress: Callable[[Iterable], Iterable] = lambda steps: steps) -> torch.Tensor:
+    """Denoise a video from pure noise, frame 0 held at the image latent (FASHIONFLOW.md, "Sampling").
+
+    context [b, n, C] (adapter output), image_latent [b, c, h, w] -> latents [b, c, f, h, w] (fp32).
+    `generator`: one per video (a list of b) so a video does not depend on its batch; the
+    scheduler state is fp32 and the U-Net runs under `autocast_dtype` on CUDA.
+    Guidance: eps = eps_null + s (eps_cond - eps_null), with the all-zeros null context; s = 1 skips it.
+    """
+    b, c, h, w = image_latent.shape
+    device = image_latent.device
+    latents = randn_tensor((b, c, num_frames, h, w), generator=generator, device=device, dtype=torch.float32)
+    latents = latents * scheduler.init_noise_sigma
+    image_latent = image_latent.float()
+    latents = with_first_frame(latents, image_latent)
+
+    guided = guidance_scale != 1.0
+    unet_context = torch.cat([null_context(context), context]) if guided else context
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    for t in progress(scheduler.timesteps):
+        model_input = scheduler.scale_model_input(latents, t)
+        if guided:
+            model_input = torch.cat([model_input, model_input])
+        timesteps = t.expand(model_input.shape[0]).to(device)
+        with _autocast(device, autocast_dtype):
+            eps = unet(model_input, timesteps, unet_context)
+        eps = eps.float()
+        if guided:
+            eps_null, eps_cond = eps.chunk(2)
+            eps = eps_null + guidance_scale * (eps_cond - eps_null)
+        latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
+        latents = with_first_frame(latents, image_latent)  # released: frame 0 reset after every step
+    return latents
