@@ -1,0 +1,106 @@
+"""The procedural fashion clips: deterministic, in the UBC layout, with the promised motion."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fashionflow import synthetic
+from fashionflow.video_io import read_video
+
+
+def _first_seed(condition, limit=200):
+    for seed in range(limit):
+        figure = synthetic.random_figure(np.random.default_rng(seed), 16)
+        if condition(figure):
+            return seed
+    raise AssertionError("no seed satisfies the condition")
+
+
+def test_same_seed_same_pixels_and_other_seed_differs():
+    a = synthetic.render_clip(7, num_frames=6, height=64, width=48)
+    b = synthetic.render_clip(7, num_frames=6, height=64, width=48)
+    c = synthetic.render_clip(8, num_frames=6, height=64, width=48)
+    assert a.frames.dtype == np.uint8 and a.frames.shape == (6, 64, 48, 3)
+    assert a.garment_mask.dtype == bool and a.garment_mask.shape == (6, 64, 48)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.garment_mask, b.garment_mask)
+    assert not np.array_equal(a.frames, c.frames)
+
+
+def test_clip_seeds_are_stable_and_distinct():
+    assert synthetic.clip_seed(0, 3) == synthetic.clip_seed(0, 3)
+    assert len({synthetic.clip_seed(s, i) for s in range(3) for i in range(20)}) == 60
+
+
+def test_garment_mask_covers_garment_coloured_pixels_and_figure_moves():
+    clip = synthetic.render_clip(3, num_frames=12, height=96, width=96)
+    background = clip.frames[:, 2, 2].astype(int)  # top-left corner is studio background
+    for frame, mask, bg in zip(clip.frames, clip.garment_mask, background):
+        assert 0.02 < mask.mean() < 0.5
+        assert np.abs(frame[mask].astype(int) - bg).sum(-1).mean() > 30  # garment stands out
+    assert np.abs(np.diff(clip.frames.astype(int), axis=0)).mean() > 0.05  # not a still image
+
+
+def _colours(garment):
+    return [garment.base] if garment.pattern == "solid" else [garment.base, garment.accent]
+
+
+def _direction(colours):
+    colours = np.asarray(colours, float) + 1e-3
+    return colours / np.linalg.norm(colours, axis=-1, keepdims=True)
+
+
+def _distinct_sides(figure):
+    """Front and back colours point in clearly different RGB directions (shading only scales them)."""
+    front, back = _direction(_colours(figure.front)), _direction(_colours(figure.back))
+    return (front @ back.T).max() < 0.97
+
+
+def test_turn_narrows_the_body_and_shows_the_back():
+    seed = _first_seed(lambda f: f.action == "turn" and abs(f.turn_amount) == math.pi and _distinct_sides(f))
+    clip = synthetic.render_clip(seed, num_frames=16, height=128, width=128)
+    front, back = _direction(_colours(clip.figure.front)), _direction(_colours(clip.figure.back))
+
+    def share_of_back(index):
+        pixels = _direction(clip.frames[index][clip.garment_mask[index]] / 255)
+        return ((pixels @ back.T).max(1) > (pixels @ front.T).max(1)).mean()
+
+    widths = [np.ptp(np.flatnonzero(m.any(0))) for m in clip.garment_mask]
+    assert min(widths) < 0.8 * widths[0]  # side-on somewhere in the turn
+    assert share_of_back(0) < 0.2 and share_of_back(-1) > 0.8  # the turn ends facing away
+
+
+def test_generate_dataset_layout_manifest_and_reproducible_videos(tmp_path):
+    args = ["--num-videos", "4", "--frames", "5", "--height", "64", "--width", "48", "--seed", "11",
+            "--test-fraction", "0.25"]
+    assert synthetic.main(["--output-dir", str(tmp_path / "a"), *args]) == 0
+    assert synthetic.main(["--output-dir", str(tmp_path / "b"), *args]) == 0
+    train = sorted(p.name for p in (tmp_path / "a" / "train").iterdir())
+    test = sorted(p.name for p in (tmp_path / "a" / "test").iterdir())
+    assert train == ["synthetic_00000.mp4", "synthetic_00001.mp4", "synthetic_00002.mp4"]
+    assert test == ["synthetic_00003.mp4"]
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert [c["split"] for c in manifest["clips"]] == ["train", "train", "train", "test"]
+    assert manifest["clips"][3]["seed"] == synthetic.clip_seed(11, 3)
+    frames, fps = read_video(tmp_path / "a" / "test" / "synthetic_00003.mp4")
+    assert frames.shape == (5, 64, 48, 3) and fps == pytest.approx(25)
+    again, _ = read_video(tmp_path / "b" / "test" / "synthetic_00003.mp4")
+    np.testing.assert_array_equal(frames, again)
+    # the video is the rendered clip, up to H.264 loss
+    clip = synthetic.render_clip(manifest["clips"][3]["seed"], 5, 64, 48)
+    assert np.abs(frames.astype(int) - clip.frames.astype(int)).mean() < 4
+
+
+def test_bad_arguments_fail_clearly(capsys):
+    with pytest.raises(ValueError, match="at least 16x16"):
+        synthetic.render_clip(0, num_frames=4, height=8, width=8)
+    with pytest.raises(SystemExit):
+        synthetic.main(["--output-dir", "unused", "--num-videos", "0"])
+    assert "--num-videos must be at least 1" in capsys.readouterr().err
+
+
+def test_split_keeps_at_least_one_test_clip():
+    assert [synthetic.split_of(i, 3, 0.1) for i in range(3)] == ["train", "train", "test"]
+    assert [synthetic.split_of(i, 3, 0.0) for i in range(3)] == ["train"] * 3
