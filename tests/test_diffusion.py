@@ -1,0 +1,178 @@
+"""Schedule, loss and sampling loop against the released formulas (FASHIONFLOW.md, "Diffusion")."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fashionflow.config import DiffusionConfig, load_config
+from fashionflow.diffusion import (SAMPLERS, diffusion_loss, make_scheduler, null_context, released_betas,
+                                   sample_video_latents, with_first_frame)
+
+
+def reference_betas(num_steps=1000, start=1e-4, end=0.02):
+    """The released loop, written out: walk i = T-1 .. 0 and append start + (end-start)/2 (1 + cos(pi i/(T-1)))."""
+    return [start + 0.5 * (end - start) * (1 + math.cos(math.pi * i / (num_steps - 1)))
+            for i in reversed(range(num_steps))]
+
+
+def test_released_betas_match_the_formula_and_its_endpoints():
+    betas = released_betas()
+    np.testing.assert_allclose(betas, reference_betas(), rtol=0, atol=1e-15)
+    assert betas[0] == pytest.approx(1e-4) and betas[-1] == pytest.approx(0.02)
+    assert np.all(np.diff(betas) > 0)
+    assert np.prod(1 - betas) == pytest.approx(4.0e-5, rel=0.01)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_schedulers_carry_the_released_betas(sampler):
+    scheduler = make_scheduler(DiffusionConfig(), sampler)
+    np.testing.assert_allclose(scheduler.betas.numpy(), released_betas().astype(np.float32), rtol=1e-6)
+
+
+def test_named_schedules_pass_through():
+    scheduler = make_scheduler(DiffusionConfig(beta_schedule="linear"), "ddim")
+    assert scheduler.betas[0].item() == pytest.approx(1e-4) and scheduler.betas[-1].item() == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_scheduler(DiffusionConfig(), "euler")
+
+
+def test_faithful_ddpm_visits_all_1000_steps():
+    scheduler = make_scheduler(DiffusionConfig(), "ddpm")
+    scheduler.set_timesteps(1000)
+    assert scheduler.timesteps.tolist() == list(range(999, -1, -1))
+
+
+def released_ddpm_step(x, eps, t, noise):
+    """The released `sample_timestep`, by hand: mean from the epsilon form, sqrt(beta-tilde) noise, none at t=0."""
+    betas = torch.tensor(reference_betas(), dtype=torch.float32)
+    alphas = 1.0 - betas
+    alphas_cumprod = torch.cumprod(alphas, dim=0)
+    alphas_cumprod_prev = torch.cat([torch.ones(1), alphas_cumprod[:-1]])
+    posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+    mean = (1.0 / alphas[t]).sqrt() * (x - betas[t] * eps / (1.0 - alphas_cumprod[t]).sqrt())
+    return mean if t == 0 else mean + posterior_variance[t].sqrt() * noise
+
+
+@pytest.mark.parametrize("t", [999, 700, 250, 1, 0])
+def test_one_ddpm_step_equals_the_released_sampler(t):
+    scheduler = make_scheduler(DiffusionConfig(), "ddpm")
+    scheduler.set_timesteps(1000)
+    gen = torch.Generator().manual_seed(t)
+    x, eps = torch.randn(2, 4, 6, 8, 8, generator=gen), torch.randn(2, 4, 6, 8, 8, generator=gen)
+    ours = scheduler.step(eps, torch.tensor(t), x, generator=torch.Generator().manual_seed(7)).prev_sample
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+    expected = released_ddpm_step(x, eps, t, noise)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
+
+
+class RecordingUNet(torch.nn.Module):
+    """A stand-in noise predictor that remembers its inputs and acts on each video separately."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, latents, timesteps, context):
+        self.calls.append((latents.clone(), timesteps.clone(), context.clone()))
+        return 0.3 * latents + context.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1) + 1e-4 * timesteps.view(-1, 1, 1, 1, 1)
+
+
+def test_loss_local_conditioning_and_released_reduction():
+    cfg = DiffusionConfig()
+    scheduler = make_scheduler(cfg)
+    gen = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(2, 4, 5, 8, 8, generator=gen), torch.randn(2, 4, 5, 8, 8, generator=gen)
+    context, timesteps = torch.randn(2, 50, 32, generator=gen), torch.tensor([10, 900])
+    unet = RecordingUNet()
+    loss = diffusion_loss(unet, latents, context, scheduler, cfg, timesteps=timesteps, noise=noise)
+
+    noisy, seen_t, _ = unet.calls[0]
+    ab = scheduler.alphas_cumprod[timesteps].view(2, 1, 1, 1, 1)
+    expected_noisy = ab.sqrt() * latents + (1 - ab).sqrt() * noise
+    torch.testing.assert_close(noisy[:, :, 1:], expected_noisy[:, :, 1:])
+    torch.testing.assert_close(noisy[:, :, 0], latents[:, :, 0])  # frame 0 clean
+    assert seen_t.tolist() == [10, 900]
+
+    prediction = unet.forward(noisy, timesteps, context)
+    target = noise.clone()
+    target[:, :, 0] = 0  # zero noise target on frame 0
+    per_frame = [torch.mean((prediction[:, :, i] - target[:, :, i]) ** 2) for i in range(5)]
+    torch.testing.assert_close(loss, torch.stack(per_frame).sum())
+
+    no_first = diffusion_loss(RecordingUNet(), latents, context, scheduler,
+                              DiffusionConfig(loss_on_first_frame=False), timesteps=timesteps, noise=noise)
+    torch.testing.assert_close(no_first, torch.stack(per_frame[1:]).sum())
+    mean = diffusion_loss(RecordingUNet(), latents, context, scheduler, DiffusionConfig(loss_reduction="mean"),
+                          timesteps=timesteps, noise=noise)
+    torch.testing.assert_close(mean, torch.stack(per_frame).mean())
+
+
+def test_loss_draws_are_seeded_and_gradients_reach_the_real_unet():
+    from fashionflow.models import build_models
+
+    cfg = load_config("configs/tiny.yaml")
+    torch.manual_seed(0)
+    unet, _ = build_models(cfg.model)
+    scheduler = make_scheduler(cfg.diffusion)
+    latents, context = torch.randn(1, 4, 8, 16, 16), torch.randn(1, 50, 32)
+    first = diffusion_loss(unet, latents, context, scheduler, cfg.diffusion, generator=torch.Generator().manual_seed(3))
+    again = diffusion_loss(unet, latents, context, scheduler, cfg.diffusion, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(first, again)
+    first.backward()
+    assert torch.isfinite(first) and all(p.grad is not None for p in unet.conv_out.parameters())
+    assert sum(p.grad.abs().sum() for p in unet.conv_out.parameters()) > 0
+
+
+def test_null_context_is_zeros_and_first_frame_is_replaced():
+    context = torch.randn(3, 50, 8)
+    assert torch.equal(null_context(context), torch.zeros(3, 50, 8))
+    latents, first = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 4, 4, 4)
+    out = with_first_frame(latents, first)
+    assert torch.equal(out[:, :, 0], first) and torch.equal(out[:, :, 1:], latents[:, :, 1:])
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", 6), ("ddim", 3), ("dpm", 3)])
+def test_sampling_keeps_frame_zero_and_is_batch_invariant(sampler, steps):
+    cfg = DiffusionConfig()
+    gen = torch.Generator().manual_seed(1)
+    image_latent, context = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 50, 16, generator=gen)
+
+    def run(index, seeds):
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return sample_video_latents(RecordingUNet(), make_scheduler(cfg, sampler), context[index],
+                                    image_latent[index], num_frames=4, num_inference_steps=steps,
+                                    generator=generators)
+
+    both = run(slice(0, 2), [5, 6])
+    assert both.shape == (2, 4, 4, 8, 8)
+    assert torch.equal(both[:, :, 0], image_latent)
+    torch.testing.assert_close(both[0:1], run(slice(0, 1), [5]))
+    torch.testing.assert_close(both[1:2], run(slice(1, 2), [6]))
+    assert not torch.allclose(both[0:1], run(slice(0, 1), [9]))
+
+
+def test_guidance_runs_null_and_conditioned_and_mixes_them():
+    cfg = DiffusionConfig()
+    image_latent, context = torch.randn(1, 4, 8, 8), torch.randn(1, 50, 16)
+    unet = RecordingUNet()
+    sample_video_latents(unet, make_scheduler(cfg, "ddim"), context, image_latent, 4, 2, guidance_scale=3.0,
+                         generator=torch.Generator().manual_seed(0))
+    latents, _, seen_context = unet.calls[0]
+    assert latents.shape[0] == 2 and torch.equal(latents[0], latents[1])
+    assert torch.equal(seen_context[0], torch.zeros(50, 16)) and torch.equal(seen_context[1], context[0])
+
+    class Split(torch.nn.Module):  # predicts 1 with the image, 0 without: guided eps must be 3
+        def forward(self, latents, timesteps, context):
+            return (context.abs().sum(dim=(1, 2)) > 0).float().view(-1, 1, 1, 1, 1).expand_as(latents)
+
+    scheduler = make_scheduler(cfg, "ddim")
+    steps = []
+    original_step = scheduler.step
+    scheduler.step = lambda eps, t, x, **kw: steps.append(eps) or original_step(eps, t, x, **kw)
+    sample_video_latents(Split(), scheduler, context, image_latent, 4, 2, guidance_scale=3.0)
+    assert all(torch.allclose(eps, torch.full_like(eps, 3.0)) for eps in steps)
+    unguided = RecordingUNet()
+    sample_video_latents(unguided, make_scheduler(cfg, "ddim"), context, image_latent, 4, 2, guidance_scale=1.0)
+    assert unguided.calls[0][0].shape[0] == 1
