@@ -1,0 +1,347 @@
+"""The training loop (FASHIONFLOW.md, "Training"; the released train.py, rebuilt for torchrun).
+
+One optimiser step = `grad_accum_steps` micro-batches of `batch_size` clips on every rank:
+
+1. read the micro-batch the step-derived order assigns to this rank (`sampler.StepOrder`);
+2. draw, from a generator seeded by (seed, rank, step, micro-step): a VAE sample of the
+   conditioning image (mean + std * eps, as the released code re-encodes it every step), the
+   condition-dropout mask, the timesteps and the noise;
+3. adapter(CLIP tokens, image latent) -> context; loss = diffusion_loss (frame 0 kept clean);
+4. all-reduce the loss; stop on a non-finite value before the optimiser touches the weights;
+5. clip, AdamW step, LR schedule, EMA; log, preview and checkpoint on schedule.
+
+Nothing random depends on process-global RNG state, so rerunning the same command resumes
+from the latest checkpoint and reproduces the uninterrupted run's losses bitwise (same world
+size and device type).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from fashionflow.config import FashionFlowConfig, config_to_dict, config_to_yaml, save_config
+from fashionflow.diffusion import diffusion_loss, make_scheduler, null_context
+from fashionflow.distributed import (DistributedContext, barrier, all_reduce_mean, broadcast_from_main,
+                                     derive_seed, gather_to_main, init_distributed, log, seed_rank)
+from fashionflow.models import build_models
+from fashionflow.training import checkpoint as ckpt
+from fashionflow.training.ema import ModelEMA
+from fashionflow.training.optim import build_lr_scheduler, build_optimizer
+from fashionflow.training.sampler import StepOrder, StepSampler
+from fashionflow.utils import atomic_write_text
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or gradient norm) became NaN or infinite; the last good checkpoint is kept."""
+
+    def __init__(self, step: int, what: str, value: float, last_checkpoint: Optional[Path]):
+        kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+        super().__init__(f"non-finite {what} ({value}) at step {step}: training stopped before updating the "
+                         f"weights; {kept}")
+        self.step = step
+
+
+@dataclass
+class TrainResult:
+    start_step: int
+    final_step: int
+    losses: dict[int, float] = field(default_factory=dict)  # step (1-based) -> all-reduced loss
+    last_checkpoint: Optional[Path] = None
+
+
+class DenoisingLoss(nn.Module):
+    """U-Net and adapter in one module so DDP synchronises both; forward returns the loss.
+
+    latents [b, c, f, h, w] (clean), clip_hidden_states [b, n, d], image_latent [b, c, h, w],
+    keep_context [b] bool (False = condition dropped), timesteps [b], noise like latents.
+    """
+
+    def __init__(self, unet, adapter, scheduler, diffusion_cfg, compile_unet: bool = False):
+        super().__init__()
+        self.unet = torch.compile(unet) if compile_unet else unet
+        self.adapter = adapter
+        self.scheduler, self.diffusion_cfg = scheduler, diffusion_cfg
+
+    def forward(self, latents, clip_hidden_states, image_latent, keep_context, timesteps, noise):
+        context = self.adapter(clip_hidden_states, image_latent)
+        if keep_context is not None:  # classifier-free guidance: the null context is all zeros
+            context = torch.where(keep_context[:, None, None], context, null_context(context))
+        return diffusion_loss(self.unet, latents, context, self.scheduler, self.diffusion_cfg,
+                              timesteps=timesteps, noise=noise)
+
+
+def total_steps(cfg: FashionFlowConfig, order: StepOrder) -> int:
+    """`train.max_steps`, or `train.epochs` full passes over the data."""
+    if cfg.train.max_steps is not None:
+        return cfg.train.max_steps
+    return cfg.train.epochs * order.steps_per_epoch()
+
+
+def draw_step_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Generator, device: torch.device):
+    """The micro-batch on `device` plus everything random for it, from one seeded generator."""
+    latents = rearrange(batch["latents"].to(device, non_blocking=True), "b f c h w -> b c f h w")
+    mean = batch["image_latent_mean"].to(device, non_blocking=True)
+    std = batch["image_latent_std"].to(device, non_blocking=True)
+    b = latents.shape[0]
+    eps = torch.randn(mean.shape, generator=generator, device=device)
+    image_latent = mean + std * eps  # a fresh VAE sample of the conditioning image (released)
+    uniform = torch.rand(b, generator=generator, device=device)
+    keep_context = uniform >= cfg.train.cond_dropout if cfg.train.cond_dropout > 0 else None
+    timesteps = torch.randint(0, cfg.diffusion.num_train_timesteps, (b,), generator=generator, device=device)
+    noise = torch.randn(latents.shape, generator=generator, device=device)
+    clip_hidden_states = batch["clip_hidden_states"].to(device, non_blocking=True)
+    return latents, clip_hidden_states, image_latent, keep_context, timesteps, noise
+
+
+def _autocast(cfg: FashionFlowConfig, device: torch.device):
+    if device.type != "cuda" or cfg.train.mixed_precision == "no":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig) -> None:
+    """Start from a converted checkpoint folder (unet/, adapter/) or the authors' released .pth."""
+    path = Path(path)
+    if path.is_file():
+        from fashionflow.official import load_official_checkpoint
+
+        source_unet, source_adapter = load_official_checkpoint(path, cfg.model)
+        unet.load_state_dict(source_unet.state_dict())
+        adapter.load_state_dict(source_adapter.state_dict())
+        return
+    for name, module in (("unet", unet), ("adapter", adapter)):
+        if not (path / name).is_dir():
+            raise ckpt.CheckpointError(f"--init {path}: expected a folder with unet/ and adapter/ (a converted "
+                                       f"or fashionflow checkpoint) or the released .pth file; {name}/ is missing")
+        module.load_state_dict(ckpt.load_weights(path / name))
+
+
+def _open_writer(run_dir: Path, start_step: int, ctx: DistributedContext):
+    """TensorBoard on rank 0; on resume, events after the checkpoint's step are purged."""
+    if not ctx.is_main:
+        return None
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+
+
+def _truncate_metrics(run_dir: Path, start_step: int) -> None:
+    """On resume, drop metrics.jsonl records of steps after the checkpoint (they are recomputed)."""
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= start_step]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _append_metrics(run_dir: Path, record: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _check_resume_config(saved: Path, cfg: FashionFlowConfig, ctx: DistributedContext) -> None:
+    """The model must match the checkpoint's; other changes (e.g. a longer max_steps) are reported."""
+    from fashionflow.config import load_config
+
+    before, now = config_to_dict(load_config(saved)), config_to_dict(cfg)
+    if before["model"] != now["model"]:
+        changed = [k for k in now["model"] if now["model"][k] != before["model"].get(k)]
+        raise ckpt.CheckpointError(f"cannot resume from {saved.parent}: model.{changed[0]} differs "
+                                   f"({before['model'][changed[0]]} there, {now['model'][changed[0]]} now); "
+                                   f"use another --output-dir or the checkpoint's config")
+    changes = [f"{s}.{k}: {before[s].get(k)} -> {v}" for s in now for k, v in now[s].items() if before[s].get(k) != v]
+    if changes:
+        log("config differs from the checkpoint's: " + "; ".join(changes), ctx)
+
+
+def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, *, init: str | Path | None = None,
+          ctx: Optional[DistributedContext] = None, dry_run: bool = False) -> TrainResult:
+    """Train (or resume) into `run_dir`; see the module docstring. Returns the losses it computed."""
+    from fashionflow.data import LatentClipDataset
+    from fashionflow.training.preview import PreviewMaker
+
+    ctx = ctx or init_distributed()
+    run_dir, t = Path(run_dir), cfg.train
+    dataset = LatentClipDataset(latents_dir, cfg)  # a wrong folder fails here, before any compute
+    order = StepOrder(len(dataset), t.batch_size, t.grad_accum_steps, ctx.world_size, ctx.rank, t.seed)
+    end_step = total_steps(cfg, order)
+
+    seed_rank(t.seed, ctx)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(t.seed)  # identical initial weights on every rank
+        unet, adapter = build_models(cfg.model)
+    if dry_run:
+        _print_dry_run(cfg, dataset, order, end_step, unet, adapter, ctx)
+        return TrainResult(0, 0)
+
+    latest = broadcast_from_main(ckpt.find_latest(run_dir), ctx)
+    if init is not None and latest is None:
+        load_initial_weights(init, unet, adapter, cfg)
+        log(f"initial weights from {init}", ctx)
+    unet.to(ctx.device).train()
+    adapter.to(ctx.device).train()
+    if t.gradient_checkpointing or cfg.model.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    params = list(unet.parameters()) + list(adapter.parameters())
+    optimizer = build_optimizer(params, t)
+    lr_scheduler = build_lr_scheduler(optimizer, t, end_step)
+    use_scaler = t.mixed_precision == "fp16" and ctx.device.type == "cuda"
+    grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    ema = ModelEMA({"unet": unet, "adapter": adapter}, t.ema_decay) if t.ema_decay is not None else None
+    scheduler = make_scheduler(cfg.diffusion)
+
+    start_step = 0
+    if latest is not None:
+        _check_resume_config(latest / "config.yaml", cfg, ctx)
+        state, rng = ckpt.load_checkpoint(latest, unet=unet, adapter=adapter, optimizer=optimizer,
+                                          lr_scheduler=lr_scheduler, grad_scaler=grad_scaler, ema=ema)
+        start_step = state["step"]
+        if state.get("world_size") != ctx.world_size:
+            log(f"warning: {latest} was written by {state.get('world_size')} processes, this run has "
+                f"{ctx.world_size}: it resumes, but the data order and losses will differ from an uninterrupted run", ctx)
+        elif f"rank-{ctx.rank}" in rng:
+            ckpt.restore_rng_state(rng[f"rank-{ctx.rank}"], ctx.device)
+        log(f"resuming from {latest} (step {start_step} of {end_step})", ctx)
+
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ckpt.remove_stale_temporaries(run_dir):
+            log(f"removed a half-written checkpoint {stale.name} (a run stopped while saving)", ctx)
+        save_config(cfg, run_dir / "config.yaml")
+        _truncate_metrics(run_dir, start_step)
+    preview = PreviewMaker(cfg, dataset, run_dir, ctx) if ctx.is_main else None
+    barrier(ctx)
+
+    model = DenoisingLoss(unet, adapter, scheduler, cfg.diffusion, compile_unet=t.compile)
+    if ctx.is_distributed:
+        model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                                        broadcast_buffers=False)
+    writer = _open_writer(run_dir, start_step, ctx)
+    loader = DataLoader(dataset, batch_size=t.batch_size, sampler=StepSampler(order, start_step, end_step),
+                        num_workers=t.num_workers, pin_memory=ctx.device.type == "cuda", drop_last=False)
+    batches = iter(loader)
+    result = TrainResult(start_step, start_step, last_checkpoint=latest)
+    if start_step >= end_step:
+        log(f"nothing to do: {run_dir} already reached step {start_step} of {end_step}", ctx)
+    progress = _progress_bar(start_step, end_step, ctx)
+    clock = time.perf_counter()
+
+    for step in range(start_step, end_step):
+        torch.manual_seed(derive_seed(t.seed, ctx.rank, step))  # any module-level randomness (dropout)
+        loss_sum = torch.zeros((), device=ctx.device)
+        for micro in range(t.grad_accum_steps):
+            generator = torch.Generator(ctx.device).manual_seed(derive_seed(t.seed, ctx.rank, step, micro))
+            inputs = draw_step_inputs(next(batches), cfg, generator, ctx.device)
+            last = micro == t.grad_accum_steps - 1
+            sync = model.no_sync() if ctx.is_distributed and not last else contextlib.nullcontext()
+            with sync:
+                with _autocast(cfg, ctx.device):
+                    loss = model(*inputs).float()
+                scaled = loss / t.grad_accum_steps
+                (grad_scaler.scale(scaled) if grad_scaler else scaled).backward()
+            loss_sum += loss.detach()
+        loss_value = all_reduce_mean(loss_sum / t.grad_accum_steps, ctx).item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(step + 1, "loss", loss_value, result.last_checkpoint)
+
+        if grad_scaler:
+            grad_scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip else float("inf")).item()
+        if not math.isfinite(grad_norm) and grad_scaler is None:
+            raise NonFiniteLossError(step + 1, "gradient norm", grad_norm, result.last_checkpoint)
+        lr = optimizer.param_groups[0]["lr"]
+        if grad_scaler:
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
+        else:
+            optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update()
+
+        done = step + 1
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        now = time.perf_counter()
+        samples_per_s = order.items_per_step / max(now - clock, 1e-9)
+        clock = now
+        result.losses[done], result.final_step = loss_value, done
+        epoch = order.epoch_of_step(done)
+        if ctx.is_main:
+            _append_metrics(run_dir, {"step": done, "epoch": epoch, "loss": loss_value, "lr": lr,
+                                      "grad_norm": grad_norm, "samples_per_s": samples_per_s})
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            if done % t.log_every == 0 or done == end_step:
+                writer.add_scalar("train/loss", loss_value, done)
+                writer.add_scalar("train/lr", lr, done)
+                writer.add_scalar("train/grad_norm", grad_norm, done)
+                writer.add_scalar("train/samples_per_s", samples_per_s, done)
+                writer.add_scalar("train/epoch", epoch, done)
+                progress.write(f"step {done}/{end_step}  epoch {epoch}  loss {loss_value:.5f}  lr {lr:.3g}  "
+                               f"grad-norm {grad_norm:.3g}  {samples_per_s:.2f} samples/s")
+            if t.sample_every and done % t.sample_every == 0:
+                with ema.averaged_weights() if ema is not None else contextlib.nullcontext():
+                    preview.make(unet, adapter, scheduler, done, writer)
+                clock = time.perf_counter()  # previews are not training time
+        if done % t.checkpoint_every == 0 or done == end_step:
+            result.last_checkpoint = _save(run_dir, done, epoch, order, cfg, unet, adapter, scheduler, optimizer,
+                                           lr_scheduler, grad_scaler, ema, preview, ctx)
+            clock = time.perf_counter()
+
+    progress.close()
+    if writer is not None:
+        writer.close()
+    return result
+
+
+def _save(run_dir, step, epoch, order, cfg, unet, adapter, scheduler, optimizer, lr_scheduler, grad_scaler, ema,
+          preview, ctx) -> Path:
+    """Rank 0 writes the checkpoint with every rank's RNG state; all ranks wait for it."""
+    rng_states = gather_to_main(ckpt.capture_rng_state(ctx.device), ctx)
+    path = ckpt.checkpoint_path(run_dir, step)
+    if ctx.is_main:
+        state = {"epoch": epoch, "samples_seen": step * order.items_per_step, "world_size": ctx.world_size,
+                 "batch_size": order.batch_size, "grad_accum_steps": order.grad_accum_steps, "seed": cfg.train.seed,
+                 "torch": torch.__version__}
+        path = ckpt.save_checkpoint(run_dir, step, unet=unet, adapter=adapter, scheduler=scheduler,
+                                    optimizer=optimizer, lr_scheduler=lr_scheduler, grad_scaler=grad_scaler, ema=ema,
+                                    rng_states=rng_states, cfg=cfg, state=state,
+                                    make_pipeline=preview.make_pipeline if preview.has_encoders else None,
+                                    keep_last=cfg.train.keep_last)
+        log(f"saved {path}", ctx)
+    barrier(ctx)
+    return path
+
+
+def _progress_bar(start: int, end: int, ctx: DistributedContext):
+    from tqdm import tqdm
+
+    return tqdm(total=end, initial=start, desc="train", unit="step", disable=not ctx.is_main, dynamic_ncols=True,
+                mininterval=5.0)
+
+
+def _print_dry_run(cfg, dataset, order, end_step, unet, adapter, ctx) -> None:
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    first = dataset[0]
+    lines = [config_to_yaml(cfg).rstrip(), "",
+             f"data: {len(dataset)} clips in {dataset.folder}; latents {list(first['latents'].shape)} (f c h w), "
+             f"image {list(first['image'].shape)}, CLIP tokens {list(first['clip_hidden_states'].shape)}",
+             f"model: U-Net {count(unet):,} parameters, adapter {count(adapter):,}",
+             f"schedule: {ctx.world_size} process(es) x batch {order.batch_size} x accumulation "
+             f"{order.grad_accum_steps} = {order.items_per_step} clips per step; {order.steps_per_epoch()} steps "
+             f"per epoch; {end_step} steps"]
+    log("\n".join(lines), ctx)

@@ -1,0 +1,87 @@
+"""Training-time previews and the pipeline folder inside checkpoints (rank 0 only).
+
+Training itself reads precomputed latents and CLIP tokens; the frozen VAE and CLIP image
+encoder are only needed to make checkpoints complete pipeline folders and to render preview
+videos. They are loaded from `encoders.*`; when that fails (e.g. weights not downloaded),
+training still runs, checkpoints hold unet/, adapter/ and scheduler/ with a note, and no
+previews are rendered. Previews use a fast sampler (`train.sample_sampler`, `train.sample_steps`;
+released: 1000-step DDPM) from a fixed image: `train.validation_image`, else the first
+training clip's conditioning image; fixed seed `sample.seed`, so previews are comparable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fashionflow.config import FashionFlowConfig
+from fashionflow.distributed import DistributedContext, log
+
+
+def _load_image(path: str, height: int, width: int) -> torch.Tensor:
+    """An image file as uint8 [3, H, W], resized (bilinear, as the projection does) to the data size."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB").resize((width, height), Image.BILINEAR)
+        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+
+class PreviewMaker:
+    """Holds the frozen encoders and the validation image; renders previews, builds pipelines."""
+
+    def __init__(self, cfg: FashionFlowConfig, dataset, run_dir: Path, ctx: DistributedContext):
+        from fashionflow.encoders import MissingWeightsError, load_image_encoder, load_vae
+
+        self.cfg, self.run_dir, self.ctx = cfg, Path(run_dir), ctx
+        try:
+            self.vae = load_vae(cfg.encoders, device=ctx.device)
+            self.image_encoder, self.feature_extractor = load_image_encoder(cfg.encoders, device=ctx.device)
+            self.has_encoders = True
+        except MissingWeightsError as error:
+            self.vae = self.image_encoder = self.feature_extractor = None
+            self.has_encoders = False
+            log(f"note: {str(error).splitlines()[0]}\n      training continues; checkpoints will hold unet/, "
+                f"adapter/ and scheduler/ (no vae/ or image_encoder/) and no preview videos are rendered", ctx)
+        if cfg.train.validation_image:
+            self.image = _load_image(cfg.train.validation_image, cfg.data.height, cfg.data.width)
+            self.image_name = Path(cfg.train.validation_image).name
+        else:
+            self.image, self.image_name = dataset[0]["image"], dataset.names[0]
+
+    def make_pipeline(self, unet, adapter, scheduler):
+        from fashionflow.pipeline import FashionFlowPipeline
+
+        return FashionFlowPipeline(vae=self.vae, image_encoder=self.image_encoder,
+                                   feature_extractor=self.feature_extractor, unet=unet, adapter=adapter,
+                                   scheduler=scheduler)
+
+    @torch.no_grad()
+    def make(self, unet, adapter, scheduler, step: int, writer) -> Path | None:
+        """Render one preview video; log it (and its conditioning image) to TensorBoard and as mp4."""
+        if not self.has_encoders:
+            return None
+        from fashionflow.diffusion import make_scheduler
+        from fashionflow.video_io import write_mp4
+
+        cfg = self.cfg
+        sampler = make_scheduler(cfg.diffusion, cfg.train.sample_sampler)
+        pipeline = self.make_pipeline(unet, adapter, sampler)
+        was_training = unet.training, adapter.training
+        unet.eval(), adapter.eval()
+        try:
+            generator = torch.Generator(self.ctx.device).manual_seed(cfg.sample.seed)
+            frames = pipeline(self.image, num_frames=cfg.sample.num_frames,
+                              num_inference_steps=cfg.train.sample_steps, guidance_scale=cfg.sample.guidance_scale,
+                              generator=generator, output_type="np", progress=False).frames[0]  # f h w 3 uint8
+        finally:
+            unet.train(was_training[0]), adapter.train(was_training[1])
+        path = write_mp4(self.run_dir / "samples" / f"step-{step:07d}.mp4", frames, fps=cfg.sample.fps)
+        if writer is not None:
+            writer.add_image("preview/conditioning_image", self.image.numpy(), step, dataformats="CHW")
+            video = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0).numpy()  # 1 f 3 h w uint8
+            writer.add_video("preview/video", video, step, fps=cfg.sample.fps)
+        log(f"preview {path} (conditioning image {self.image_name})", self.ctx)
+        return path
