@@ -55,6 +55,7 @@ class SelfAttention(nn.Module):
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_kv = nn.Linear(dim, inner * 2, bias=False)
         self.to_out = nn.Linear(inner, dim, bias=False)
+        nn.init.zeros_(self.to_out.weight.data)  # the block starts as the identity
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """x [n, l, c], bias [heads, l, l] -> [n, l, c] (without the residual)."""

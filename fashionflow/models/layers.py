@@ -52,6 +52,9 @@ class PseudoConv3d(nn.Module):
         self.spatial = nn.Conv2d(dim_in, dim_out, kernel_size, padding=kernel_size // 2)
         self.temporal = (nn.Conv1d(dim_out, dim_out, temporal_kernel_size, padding=temporal_kernel_size // 2)
                          if kernel_size > 1 else None)
+        if self.temporal is not None:  # start as the identity in time
+            nn.init.dirac_(self.temporal.weight.data)
+            nn.init.zeros_(self.temporal.bias.data)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[b, c_in, f, h, w] -> [b, c_out, f, h, w]."""
@@ -119,6 +122,12 @@ class Upsample(nn.Module):
         super().__init__()
         self.space_proj = nn.Conv2d(dim, dim * 4, 1)
         self.time_proj = nn.Conv3d(dim, dim * 2, 1) if expand_time else None
+        for conv, factor in ((self.space_proj, 4), (self.time_proj, 2)):
+            if conv is not None:
+                kernel = torch.empty(conv.weight.shape[0] // factor, *conv.weight.shape[1:])
+                nn.init.kaiming_uniform_(kernel)
+                conv.weight.data.copy_(kernel.repeat_interleave(factor, dim=0))
+                nn.init.zeros_(conv.bias.data)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[b, c, f, h, w] -> [b, c, f (*2), 2h, 2w]."""

@@ -8,6 +8,8 @@ attention]; skip; downsample (space, and frames at compressed levels); cross-att
 Up level (deepest first): upsample; concat skip; time-conditioned resnet (2 out -> in); concat
 skip; resnet (in + out -> in); resnets (in -> in); [attention]; cross-attention.
 Skips are scaled by 2^-0.5 and concatenated before the current features, as released.
+Each module initialises itself as released: temporal convs Dirac (identity), attention output
+projections zero, upsampling kernels repeated per sub-pixel.
 """
 
 from __future__ import annotations
@@ -92,26 +94,6 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         self.up_levels = nn.ModuleList(UpLevel(*args, **shared) for args in reversed(level_args))  # deepest first
         self.conv_out = PseudoConv3d(base_dim, in_channels, kernel_size=3)
         self.skip_scale = 2 ** -0.5
-        self.initialize_weights()
-
-    @torch.no_grad()
-    def initialize_weights(self) -> None:
-        """Released init, in one place: temporal convs Dirac (identity) with zero bias; attention
-        output projections zero (blocks start as the identity); upsampling kernels repeated."""
-        for module in self.modules():
-            if isinstance(module, PseudoConv3d) and module.temporal is not None:
-                nn.init.dirac_(module.temporal.weight)
-                nn.init.zeros_(module.temporal.bias)
-            if isinstance(module, SpatioTemporalAttention):
-                nn.init.zeros_(module.spatial_attention.to_out.weight)
-                nn.init.zeros_(module.temporal_attention.to_out.weight)
-            if isinstance(module, Upsample):
-                for conv, factor in ((module.space_proj, 4), (module.time_proj, 2)):
-                    if conv is not None:
-                        kernel = torch.empty(conv.weight.shape[0] // factor, *conv.weight.shape[1:])
-                        nn.init.kaiming_uniform_(kernel)
-                        conv.weight.copy_(kernel.repeat_interleave(factor, dim=0))
-                        nn.init.zeros_(conv.bias)
 
     def check_input_size(self, latents: torch.Tensor) -> None:
         if latents.ndim != 5:
