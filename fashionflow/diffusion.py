@@ -54,14 +54,32 @@ def make_scheduler(diff_cfg: DiffusionConfig, sampler: str = "ddpm") -> Schedule
     else:
         schedule.update(beta_schedule=diff_cfg.beta_schedule, beta_start=diff_cfg.beta_start,
                         beta_end=diff_cfg.beta_end)
+    scheduler_class, settings = _sampler(sampler)
+    return scheduler_class(**schedule, **settings)
+
+
+def _sampler(sampler: str) -> tuple[type[SchedulerMixin], dict]:
     if sampler == "ddpm":
-        return DDPMScheduler(**schedule, variance_type="fixed_small", clip_sample=False)
+        return DDPMScheduler, dict(variance_type="fixed_small", clip_sample=False, thresholding=False)
     if sampler == "ddim":
-        return DDIMScheduler(**schedule, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+        return DDIMScheduler, dict(clip_sample=False, thresholding=False, set_alpha_to_one=True,
+                                   timestep_spacing="trailing", steps_offset=0)
     if sampler == "dpm":
-        return DPMSolverMultistepScheduler(**schedule, algorithm_type="dpmsolver++", solver_order=2,
-                                           timestep_spacing="trailing", final_sigmas_type="zero")
+        return DPMSolverMultistepScheduler, dict(algorithm_type="dpmsolver++", solver_order=2, thresholding=False,
+                                                 timestep_spacing="trailing", final_sigmas_type="zero",
+                                                 lower_order_final=True, use_karras_sigmas=False, steps_offset=0)
     raise ValueError(f"unknown sampler {sampler!r} (one of {', '.join(SAMPLERS)})")
+
+
+def switch_sampler(scheduler: SchedulerMixin, sampler: str) -> SchedulerMixin:
+    """The same schedule (betas, prediction type) in another sampler: e.g. a saved pipeline's DDPM -> DPM."""
+    scheduler_class, settings = _sampler(sampler)
+    return scheduler_class.from_config(scheduler.config, **settings)
+
+
+def default_steps(scheduler: SchedulerMixin) -> int:
+    """All training steps for ancestral DDPM (the released sampler), 25 for the ODE solvers."""
+    return scheduler.config.num_train_timesteps if isinstance(scheduler, DDPMScheduler) else 25
 
 
 def with_first_frame(latents: torch.Tensor, first_frame: torch.Tensor) -> torch.Tensor:
@@ -141,7 +159,9 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
     latents = with_first_frame(latents, image_latent)
 
     guided = guidance_scale != 1.0
+    weights_dtype = getattr(unet, "dtype", torch.float32)  # a U-Net cast to bf16/fp16 takes inputs of its dtype
     unet_context = torch.cat([null_context(context), context]) if guided else context
+    unet_context = unet_context.to(weights_dtype)
     scheduler.set_timesteps(num_inference_steps, device=device)
     for t in progress(scheduler.timesteps):
         model_input = scheduler.scale_model_input(latents, t)
@@ -149,7 +169,7 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
             model_input = torch.cat([model_input, model_input])
         timesteps = t.expand(model_input.shape[0]).to(device)
         with _autocast(device, autocast_dtype):
-            eps = unet(model_input, timesteps, unet_context)
+            eps = unet(model_input.to(weights_dtype), timesteps, unet_context)
         eps = eps.float()
         if guided:
             eps_null, eps_cond = eps.chunk(2)

@@ -81,3 +81,25 @@ def tiny_encoders_config(paths: dict[str, str], preprocessing: str = "correct") 
     """An EncodersConfig pointing at folders written by `save_tiny_encoders`."""
     return EncodersConfig(vae=paths["vae"], vae_subfolder=None, image_encoder=paths["image_encoder"],
                           preprocessing=preprocessing)
+
+
+def build_tiny_pipeline(folder: str | os.PathLike, cfg=None, seed: int = 0):
+    """A FashionFlowPipeline of random tiny models for `configs/tiny.yaml` (or `cfg`).
+
+    The encoders go through `save_tiny_encoders(folder)` and the real loaders. Returns
+    (pipeline, cfg); save it with `fashionflow.pipeline.save_pipeline`.
+    """
+    from fashionflow.config import load_config
+    from fashionflow.encoders import load_image_encoder, load_vae
+    from fashionflow.models import build_models
+    from fashionflow.pipeline import FashionFlowPipeline
+
+    if cfg is None:
+        cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    paths = save_tiny_encoders(folder, cfg.model.context_dim, seed)
+    cfg.encoders = tiny_encoders_config(paths, cfg.encoders.preprocessing)
+    torch.manual_seed(seed)
+    unet, adapter = build_models(cfg.model)
+    vae = load_vae(cfg.encoders)
+    image_encoder, processor = load_image_encoder(cfg.encoders)
+    return FashionFlowPipeline.from_parts(cfg, unet, adapter, vae, image_encoder, processor), cfg

@@ -1,0 +1,232 @@
+"""FashionFlowPipeline: one photo in, a video out (FASHIONFLOW.md, "Sampling", "Decoding").
+
+A diffusers `DiffusionPipeline` with components vae, image_encoder, feature_extractor, unet,
+adapter and scheduler, so the whole model is one folder (`save_pretrained` /
+`from_pretrained`). Per video:
+
+1. encode: the [0, 1] image -> VAE latent distribution; two samples are drawn, one for the
+   adapter and one for frame 0 (the released code encoded twice, sampling each time); CLIP
+   hidden states; adapter -> context [b, 50, C].
+2. denoise: `fashionflow.diffusion.sample_video_latents` (frame 0 reset after every step).
+3. decode: every frame through the VAE decoder, `decode_chunk_size` frames at a time.
+
+Randomness comes from one generator per video, so a video does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from fashionflow.config import EncodersConfig, FashionFlowConfig, load_config, save_config
+from fashionflow.diffusion import default_steps, make_scheduler, sample_video_latents, switch_sampler
+from fashionflow.encoders import clip_hidden_states, decode_latents, encode_latent_dist, output_range_for
+from fashionflow.images import image_to_tensor, load_image, resize_image, to_rgb
+from fashionflow.models import ImageConditionAdapter, SpaceTimeUNet
+from fashionflow.utils import atomic_directory
+
+ImageInput = (Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
+              | Sequence[Image.Image | np.ndarray | torch.Tensor | str | os.PathLike])
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class FashionFlowPipelineOutput(BaseOutput):
+    """frames: uint8 [b, f, H, W, 3] ("np"), float [b, f, 3, H, W] in [0, 1] ("pt"), or latents [b, c, f, h, w]."""
+
+    frames: np.ndarray | torch.Tensor
+
+
+def autocast_dtype(device: torch.device, precision: Precision = "auto") -> Optional[torch.dtype]:
+    """The autocast dtype for a device: bf16 (or fp16 without bf16) on CUDA for "auto", none on CPU."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+class FashionFlowPipeline(DiffusionPipeline):
+    """Image-to-video FashionFlow: `pipe(image, num_frames=70).frames` -> [b, f, H, W, 3] uint8."""
+
+    model_cpu_offload_seq = "image_encoder->adapter->unet->vae"
+
+    def __init__(self, vae: AutoencoderKL, image_encoder, feature_extractor, unet: SpaceTimeUNet,
+                 adapter: ImageConditionAdapter, scheduler, preprocessing: str = "released",
+                 output_range: str = "clamp01", vae_scaling_factor: float = 0.18215):
+        super().__init__()
+        self.register_modules(vae=vae, image_encoder=image_encoder, feature_extractor=feature_extractor,
+                              unet=unet, adapter=adapter, scheduler=scheduler)
+        self.register_to_config(preprocessing=preprocessing, output_range=output_range,
+                                vae_scaling_factor=vae_scaling_factor)
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_parts(cls, cfg: FashionFlowConfig, unet, adapter, vae, image_encoder, feature_extractor,
+                   sampler: Optional[str] = None) -> "FashionFlowPipeline":
+        """A pipeline from loaded components and the run's config (scheduler from `cfg.diffusion`)."""
+        return cls(vae=vae, image_encoder=image_encoder, feature_extractor=feature_extractor, unet=unet,
+                   adapter=adapter, scheduler=make_scheduler(cfg.diffusion, sampler or cfg.sample.sampler),
+                   preprocessing=cfg.encoders.preprocessing, output_range=resolve_output_range(cfg),
+                   vae_scaling_factor=cfg.encoders.vae_scaling_factor)
+
+    @property
+    def encoders_config(self) -> EncodersConfig:
+        """What the encoder functions need: preprocessing and scaling factor."""
+        return EncodersConfig(preprocessing=self.config.preprocessing,
+                              vae_scaling_factor=self.config.vae_scaling_factor)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the videos: fixed by the adapter's latent size (its Linear depends on it)."""
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.adapter.config.latent_height * factor, self.adapter.config.latent_width * factor
+
+    # --- stages -------------------------------------------------------------------------
+
+    def prepare_images(self, image: ImageInput) -> torch.Tensor:
+        """Image(s) -> float [b, 3, H, W] in [0, 1] at the model's size (released: bilinear stretch).
+
+        Accepts file paths, PIL images, uint8 arrays [h, w, 3], float tensors [3, h, w] or
+        [b, 3, h, w] in [0, 1] (resized with antialiased bilinear interpolation if needed).
+        """
+        height, width = self.image_size
+        if isinstance(image, torch.Tensor) and image.ndim == 4:
+            image = list(image)
+        elif not isinstance(image, (list, tuple)):
+            image = [image]
+        tensors = []
+        for item in image:
+            if isinstance(item, (str, os.PathLike)):
+                tensor = load_image(item, height, width)
+            elif isinstance(item, Image.Image):
+                tensor = image_to_tensor(resize_image(to_rgb(item), height, width))
+            elif isinstance(item, np.ndarray):
+                tensor = image_to_tensor(resize_image(to_rgb(Image.fromarray(item)), height, width))
+            elif isinstance(item, torch.Tensor) and item.ndim == 3 and item.shape[0] == 3:
+                tensor = item.float()
+                if tensor.shape[1:] != (height, width):
+                    tensor = F.interpolate(tensor[None], (height, width), mode="bilinear", antialias=True,
+                                           align_corners=False)[0].clamp(0, 1)
+            else:
+                raise TypeError(f"unsupported image input {type(item).__name__} "
+                                f"{tuple(getattr(item, 'shape', ()))}; give a path, PIL image, "
+                                "uint8 [h, w, 3] array or float [3, h, w] tensor in [0, 1]")
+            tensors.append(tensor)
+        return torch.stack(tensors).to(self._execution_device)
+
+    @torch.no_grad()
+    def encode_image(self, images01: torch.Tensor, generator=None, precision: Precision = "auto"
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[b, 3, H, W] in [0, 1] -> (frame-0 latent [b, 4, h, w] fp32, context [b, 50, C])."""
+        enc_cfg, device = self.encoders_config, self._execution_device
+        with _autocast(device, autocast_dtype(device, precision)):
+            mean, std = encode_latent_dist(self.vae, images01, enc_cfg)
+            mean, std = mean.float(), std.float()
+            adapter_latent = mean + std * randn_tensor(mean.shape, generator=generator, device=device)
+            first_frame = mean + std * randn_tensor(mean.shape, generator=generator, device=device)
+            hidden = clip_hidden_states(self.image_encoder, self.feature_extractor, images01, enc_cfg.preprocessing)
+            context = self.adapter(hidden.to(self.adapter.dtype), adapter_latent.to(self.adapter.dtype))
+        return first_frame, context
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, decode_chunk_size: int = 8, precision: Precision = "auto") -> torch.Tensor:
+        """[b, c, f, h, w] -> float [b, f, 3, H, W] in [0, 1]."""
+        device = self._execution_device
+        with _autocast(device, autocast_dtype(device, precision)):
+            return decode_latents(self.vae, latents, self.encoders_config, self.config.output_range,
+                                  decode_chunk_size)
+
+    # --- the whole thing ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(self, image: ImageInput, num_frames: int = 70, num_inference_steps: Optional[int] = None,
+                 guidance_scale: float = 1.0, generator: torch.Generator | list[torch.Generator] | None = None,
+                 output_type: Literal["np", "pt", "latent"] = "np", decode_chunk_size: int = 8,
+                 precision: Precision = "auto", return_dict: bool = True):
+        """Generate one video per input image.
+
+        num_inference_steps: None = the scheduler's default (1000 for DDPM, 25 for DDIM/DPM).
+        generator: one per image (a list) for batch-independent videos; a single generator is
+        shared by the batch. guidance_scale 1.0 = no classifier-free guidance.
+        """
+        images01 = self.prepare_images(image)
+        b = len(images01)
+        if isinstance(generator, list) and len(generator) != b:
+            raise ValueError(f"got {len(generator)} generators for {b} images; give one per image")
+        multiple = self.unet.frame_multiple
+        if num_frames < 2 or num_frames % multiple:
+            raise ValueError(f"num_frames={num_frames} must be a multiple of {multiple} (temporal compression)")
+        steps = num_inference_steps or default_steps(self.scheduler)
+        device = self._execution_device
+
+        first_frame, context = self.encode_image(images01, generator, precision)
+        latents = sample_video_latents(self.unet, self.scheduler, context, first_frame, num_frames, steps,
+                                       guidance_scale=guidance_scale, generator=generator,
+                                       autocast_dtype=autocast_dtype(device, precision),
+                                       progress=self.progress_bar)
+        if output_type == "latent":
+            frames = latents
+        else:
+            video = self.decode(latents, decode_chunk_size, precision)  # b f c H W
+            if output_type == "pt":
+                frames = video
+            elif output_type == "np":
+                frames = (video * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+            else:
+                raise ValueError(f"unknown output_type {output_type!r} (np, pt or latent)")
+        self.maybe_free_model_hooks()
+        return FashionFlowPipelineOutput(frames=frames) if return_dict else (frames,)
+
+
+def resolve_output_range(cfg: FashionFlowConfig) -> str:
+    """Released preprocessing: `sample.output_range` (released inference clamps to [0, 1]).
+
+    Correct preprocessing feeds the VAE [-1, 1], so its outputs are mapped back with x / 2 + 0.5.
+    """
+    if cfg.encoders.preprocessing == "released":
+        return cfg.sample.output_range
+    return output_range_for(cfg.encoders.preprocessing)
+
+
+def save_pipeline(pipe: FashionFlowPipeline, folder: str | os.PathLike, cfg: Optional[FashionFlowConfig] = None
+                  ) -> Path:
+    """Write the pipeline folder atomically (safetensors), with the resolved config as config.yaml."""
+    with atomic_directory(folder) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if cfg is not None:
+            save_config(cfg, Path(tmp) / CONFIG_FILE)
+    return Path(folder)
+
+
+def load_pipeline(folder: str | os.PathLike, sampler: Optional[str] = None, device=None
+                  ) -> tuple[FashionFlowPipeline, Optional[FashionFlowConfig]]:
+    """A pipeline folder -> (pipeline, the config saved with it or None); `sampler` swaps the scheduler."""
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a FashionFlow pipeline folder (no model_index.json); "
+                                "build one with `python -m fashionflow.assemble` or by training")
+    pipe = FashionFlowPipeline.from_pretrained(folder, low_cpu_mem_usage=False)
+    cfg = load_config(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else None
+    if sampler is not None:
+        pipe.scheduler = switch_sampler(pipe.scheduler, sampler)
+    if device is not None:
+        pipe.to(device)
+    return pipe, cfg
