@@ -48,9 +48,11 @@ def _probe_opencv(path: Path) -> VideoInfo | None:
 
 
 def list_videos(folder: str | os.PathLike) -> list[Path]:
-    """Video files directly inside `folder` (sorted by name)."""
+    """Video files directly inside `folder` (sorted by name; hidden files, e.g. the temporary
+    files of atomic writes and downloads in progress, are not videos)."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))
 
 
 def read_video(path: str | os.PathLike, start: int = 0, num_frames: int | None = None) -> tuple[np.ndarray, float]:
@@ -97,13 +99,18 @@ def _read_opencv(path: Path, start: int, num_frames: int | None):
         capture.release()
 
 
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0].strip() if lines else "no message"
+
+
 def _read_imageio(path: Path, start: int, num_frames: int | None):
     import imageio.v2 as imageio
 
     try:
         reader = imageio.get_reader(str(path), format="ffmpeg")
     except Exception as error:  # imageio raises several types for undecodable input
-        raise VideoReadError(f"{path}: cannot open as a video ({type(error).__name__}: {error})".splitlines()[0]) from None
+        raise VideoReadError(f"{path}: cannot open as a video ({type(error).__name__}: {_first_line(error)})") from None
     frames = []
     try:
         fps = float(reader.get_meta_data().get("fps") or 25.0)
@@ -115,7 +122,7 @@ def _read_imageio(path: Path, start: int, num_frames: int | None):
                 break
     except Exception as error:
         if not frames:
-            raise VideoReadError(f"{path}: cannot decode ({type(error).__name__}: {error})".splitlines()[0]) from None
+            raise VideoReadError(f"{path}: cannot decode ({type(error).__name__}: {_first_line(error)})") from None
     finally:
         reader.close()
     return frames, fps

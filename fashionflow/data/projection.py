@@ -105,9 +105,10 @@ def load_video_clips(path: Path, cfg: FashionFlowConfig, written: set[int] | Non
     rng = np.random.default_rng(video_seed(d, path.name))
     all_starts = clip_starts(d, len(video), rng)
     starts = [s for s in all_starts if s not in (written or ())]
-    frames = np.stack([np.stack([resize_frame(frame, d.height, d.width, d.resize)
-                                 for frame in video[s:s + d.num_frames]]) for s in starts]) if starts else \
-        np.zeros((0, d.num_frames, d.height, d.width, 3), np.uint8)
+    frames = np.empty((len(starts), d.num_frames, d.height, d.width, 3), np.uint8)  # n f h w c
+    for n, start in enumerate(starts):
+        for i, frame in enumerate(video[start:start + d.num_frames]):
+            frames[n, i] = resize_frame(frame, d.height, d.width, d.resize)
     return VideoClips(path.name, starts, frames, fps, (video.shape[1], video.shape[2]), len(all_starts))
 
 
@@ -346,7 +347,7 @@ def _write_clips(clips: VideoClips, cfg: FashionFlowConfig, output_dir: Path, en
 def find_videos(dataset: Path, limit: int | None = None) -> list[Path]:
     if not dataset.is_dir():
         raise ProjectionError(f"video folder {dataset} does not exist")
-    videos = [p for p in list_videos(dataset) if not p.name.startswith(".")][:limit]
+    videos = list_videos(dataset)[:limit]
     if not videos:
         raise ProjectionError(f"no videos (.mp4 .mov .webm .avi .mkv .m4v) in {dataset}")
     keys: dict[str, str] = {}
