@@ -116,7 +116,7 @@ class InceptionI3d(nn.Module):
 
     `logits` are the pre-softmax class scores averaged over time (FVD's features); `pool` is the
     global average of Mixed_5c (the features before the logits layer; VFID-I3D's features).
-    The logits path needs h, w >= 197 (Mixed_5c must be at least 7x7): use 224.
+    The logits path needs h, w >= 193 (Mixed_5c must be at least 7x7): use 224.
     """
 
     def __init__(self, num_classes: int = 400):
@@ -144,11 +144,11 @@ class InceptionI3d(nn.Module):
         return x
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if min(video.shape[-2:]) < 193:  # Mixed_5c is ceil(size / 32) wide; the logits pool needs 7
+            raise ValueError(f"I3D logits need inputs of at least 193x193 pixels (224x224 for FVD); "
+                             f"got {tuple(video.shape[-2:])}")
         x = self.features(video)
         pool = reduce(x, "b c f h w -> b c", "mean")
-        if x.shape[-2] < 7 or x.shape[-1] < 7:
-            raise ValueError(f"I3D logits need inputs of at least 197x197 pixels (224x224 for FVD); "
-                             f"got {tuple(video.shape[-2:])}")
         x = F.avg_pool3d(x, (min(2, x.shape[2]), 7, 7), stride=1)  # TF "VALID" average pool
         logits = self.Logits["Conv3d_0c_1x1"](x)  # [b, 400, f', h', w']
         logits = reduce(logits[..., 0, 0], "b c f -> b c", "mean")

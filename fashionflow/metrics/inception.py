@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,4 +32,6 @@ def load_inception(weights: str | os.PathLike | None = None, device: str | torch
     if path is None or not path.is_file():
         where = f" at {path}" if path else ""
         raise FileNotFoundError(f"Inception weights not found{where}: {INCEPTION_PACKAGE_HINT}")
-    return torch.jit.load(str(path), map_location=device).eval()
+    with warnings.catch_warnings():  # these files are TorchScript; torch >= 2.10 warns that the format is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location=device).eval()

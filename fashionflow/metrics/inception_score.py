@@ -11,6 +11,7 @@ IS = exp(E_x KL(p(y|x) || p(y))), computed on `num_splits` shuffled splits (mean
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,9 @@ def load_c3d(weights: str | os.PathLike | None, device: str | torch.device = "cp
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"C3D weights not found at {path}: {C3D_HINT}")
-    return torch.jit.load(str(path), map_location=device).eval()
+    with warnings.catch_warnings():  # these files are TorchScript; torch >= 2.10 warns that the format is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location=device).eval()
 
 
 def as_probabilities(outputs: torch.Tensor) -> torch.Tensor:
