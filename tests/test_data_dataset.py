@@ -79,6 +79,8 @@ def test_latents_of_another_vae_or_preprocessing_are_refused(tmp_path, cfg):
     with pytest.raises(LatentDatasetError, match="encoders.vae='stabilityai/sd-vae-ft-mse' but the config has "
                                                  "encoders.vae='CompVis/stable-diffusion-v1-4'"):
         LatentClipDataset(tmp_path / "vae", cfg)
+    write_fake_clip(tmp_path / "local", "x", cfg, vae="/data/weights/stable-diffusion-v1-4/", vae_subfolder="")
+    assert len(LatentClipDataset(tmp_path / "local", cfg)) == 1  # a local copy of the same hub model
     write_fake_clip(tmp_path / "pre", "x", cfg, preprocessing="released")
     with pytest.raises(LatentDatasetError, match="encoders.preprocessing"):
         LatentClipDataset(tmp_path / "pre", cfg)

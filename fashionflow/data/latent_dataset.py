@@ -36,8 +36,9 @@ CLIP_SUFFIX = ".safetensors"
 MANIFEST_NAME = "manifest.jsonl"
 TENSOR_NAMES = ("latents", "image", "image_latent_mean", "image_latent_std", "clip_hidden_states")
 # metadata that must match the training config: latents from another VAE, scale or
-# preprocessing live in another space, whatever their shape
-ENCODER_KEYS = ("vae", "vae_subfolder", "vae_scaling_factor", "image_encoder", "preprocessing")
+# preprocessing live in another space, whatever their shape (vae_subfolder is recorded only:
+# a local copy may hold the VAE with or without the hub repo's `vae/` folder)
+CHECKED_ENCODER_KEYS = ("vae", "vae_scaling_factor", "image_encoder", "preprocessing")
 
 
 class LatentDatasetError(ValueError):
@@ -102,13 +103,18 @@ _SHAPE_HINTS = {
 }
 
 
-def _same_model_id(stored: str, wanted: str) -> bool:
-    """Hub ids compare as strings; local folders compare by resolved path."""
+def _same_model(stored: str, wanted: str) -> bool:
+    """The same model: equal ids, the same folder, or the same last name (a hub id and its local
+    copy, e.g. CompVis/stable-diffusion-v1-4 and weights/stable-diffusion-v1-4)."""
     if stored == wanted:
         return True
     if stored and wanted and os.path.isdir(stored) and os.path.isdir(wanted):
         return Path(stored).resolve() == Path(wanted).resolve()
-    return False
+    return bool(stored and wanted) and _model_name(stored) == _model_name(wanted)
+
+
+def _model_name(model: str) -> str:
+    return Path(model.rstrip("/\\")).name.lower()
 
 
 def check_clip_header(path: Path, header: dict, cfg: FashionFlowConfig) -> None:
@@ -120,8 +126,9 @@ def check_clip_header(path: Path, header: dict, cfg: FashionFlowConfig) -> None:
                 f"{path}: {name} has shape {got} but the config expects {wanted} ({_SHAPE_HINTS[name]}); "
                 f"these latents were projected with another config: project the videos again with this one")
     stored, wanted = header["metadata"], encoder_metadata(cfg)
-    for key, value in wanted.items():
-        same = _same_model_id if key in ("vae", "image_encoder") else str.__eq__
+    for key in CHECKED_ENCODER_KEYS:
+        value = wanted[key]
+        same = _same_model if key in ("vae", "image_encoder") else str.__eq__
         if not same(stored.get(key, ""), value):
             raise LatentDatasetError(
                 f"{path}: projected with encoders.{key}={stored.get(key)!r} but the config has "
