@@ -1,0 +1,112 @@
+"""FashionFlowPipeline on tiny random components, loaded from a saved folder like real weights."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fashionflow.diffusion import switch_sampler
+from fashionflow.pipeline import FashionFlowPipeline, load_pipeline, resolve_output_range, save_pipeline
+from fashionflow.testing import build_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    pipe, cfg = build_tiny_pipeline(folder)
+    save_pipeline(pipe, folder / "pipeline", cfg)
+    return folder / "pipeline", cfg
+
+
+@pytest.fixture(scope="module")
+def pipe(saved):
+    pipe, cfg = load_pipeline(saved[0])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def image(seed=0, size=(90, 120)):
+    return torch.rand(3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def gens(*seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def run(pipe, images, seeds, **kwargs):
+    kwargs = {"num_frames": 2, "num_inference_steps": 2, "output_type": "pt", **kwargs}
+    return pipe(images, generator=gens(*seeds), **kwargs).frames
+
+
+def test_folder_round_trip_keeps_components_config_and_outputs(saved, pipe):
+    folder, cfg = saved
+    assert {p.name for p in folder.iterdir()} >= {"model_index.json", "config.yaml", "unet", "adapter", "vae",
+                                                   "image_encoder", "feature_extractor", "scheduler"}
+    again, loaded_cfg = load_pipeline(folder)
+    again.set_progress_bar_config(disable=True)
+    assert loaded_cfg.model == cfg.model and again.config.preprocessing == "correct"
+    assert again.config.output_range == "from_minus1" == resolve_output_range(cfg)
+    torch.testing.assert_close(run(pipe, image(), [0]), run(again, image(), [0]))
+
+
+def test_output_types_and_shapes(pipe):
+    video = run(pipe, image(), [0])
+    assert video.shape == (1, 2, 3, 128, 128) and video.dtype == torch.float32
+    assert 0 <= video.min() and video.max() <= 1
+    frames = run(pipe, image(), [0], output_type="np")
+    assert frames.shape == (1, 2, 128, 128, 3) and frames.dtype == np.uint8
+    np.testing.assert_array_equal(frames[0], (video[0] * 255).round().byte().permute(0, 2, 3, 1).numpy())
+    assert run(pipe, image(), [0], output_type="latent", num_frames=8).shape == (1, 4, 8, 16, 16)
+
+
+def test_frame_zero_is_the_conditioning_latent(pipe):
+    latents = run(pipe, image(), [3], output_type="latent")
+    first_frame, _ = pipe.encode_image(pipe.prepare_images(image()), gens(3))
+    torch.testing.assert_close(latents[:, :, 0], first_frame)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "dpm"])
+def test_seeds_reproduce_and_a_batch_of_two_equals_two_single_runs(pipe, sampler):
+    original = pipe.scheduler
+    pipe.scheduler = switch_sampler(original, sampler)
+    try:
+        pair = run(pipe, [image(0), image(1)], [10, 11])
+        torch.testing.assert_close(pair[0:1], run(pipe, image(0), [10]), rtol=0, atol=1e-4)
+        torch.testing.assert_close(pair[1:2], run(pipe, image(1), [11]), rtol=0, atol=1e-4)
+        if sampler == "ddpm":
+            assert (pair[0:1] - run(pipe, image(0), [12])).abs().max() > 1e-3
+    finally:
+        pipe.scheduler = original
+
+
+def test_chunked_decoding_guidance_and_inputs(pipe, tmp_path):
+    whole = run(pipe, image(), [0], decode_chunk_size=8)
+    torch.testing.assert_close(run(pipe, image(), [0], decode_chunk_size=1), whole)
+    assert (run(pipe, image(), [0], guidance_scale=3.0) - whole).abs().max() > 1e-4
+
+    pixels = (image().permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    from_path = run(pipe, str(tmp_path / "photo.png"), [0])
+    from_pil = run(pipe, Image.fromarray(pixels), [0])
+    torch.testing.assert_close(from_path, from_pil)
+    assert pipe.prepare_images(pixels).equal(pipe.prepare_images(Image.fromarray(pixels)))
+
+
+def test_bad_arguments_fail_clearly(pipe, tmp_path):
+    with pytest.raises(ValueError, match="multiple of 2"):
+        run(pipe, image(), [0], num_frames=7)
+    with pytest.raises(ValueError, match="one per image"):
+        run(pipe, [image(0), image(1)], [0])
+    with pytest.raises(TypeError, match="unsupported image input"):
+        run(pipe, torch.rand(4, 10), [0])
+    with pytest.raises(FileNotFoundError, match="not a FashionFlow pipeline folder"):
+        load_pipeline(tmp_path)
+
+
+def test_released_preprocessing_keeps_the_configured_output_range(tmp_path):
+    from fashionflow.config import load_config
+
+    cfg = load_config("configs/tiny.yaml", ["encoders.preprocessing=released"])
+    pipe, cfg = build_tiny_pipeline(tmp_path, cfg)
+    assert isinstance(pipe, FashionFlowPipeline)
+    assert pipe.config.preprocessing == "released" and pipe.config.output_range == "clamp01"
