@@ -120,9 +120,9 @@ def restore_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> N
 # ---------------------------------------------------------------- save / load
 
 def _save_models(folder: Path, unet, adapter, scheduler, make_pipeline: Optional[Callable]) -> bool:
-    """A pipeline folder when `make_pipeline` is given, else unet/ adapter/ scheduler/ only."""
+    """A pipeline folder when `make_pipeline(unet, adapter)` is given, else unet/ adapter/ scheduler/ only."""
     if make_pipeline is not None:
-        make_pipeline(unet, adapter, scheduler).save_pretrained(folder, safe_serialization=True)
+        make_pipeline(unet, adapter).save_pretrained(folder, safe_serialization=True)
         return True
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     adapter.save_pretrained(folder / "adapter", safe_serialization=True)
@@ -136,7 +136,8 @@ def save_checkpoint(run_dir: str | Path, step: int, *, unet, adapter, scheduler,
     """Write `RUN/checkpoints/step-XXXXXXX/` atomically (rank 0 only), then prune old ones.
 
     `state`: json-able bookkeeping (step, epoch, samples seen, world size, ...).
-    `make_pipeline(unet, adapter, scheduler)`: a pipeline to save, or None without encoders.
+    `make_pipeline(unet, adapter)`: a pipeline to save, or None without encoders; `scheduler` is
+    saved only in the latter case (a pipeline brings its own).
     """
     final = checkpoint_path(run_dir, step)
     with atomic_directory(final) as tmp:

@@ -295,10 +295,10 @@ def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, 
                                f"grad-norm {grad_norm:.3g}  {samples_per_s:.2f} samples/s")
             if t.sample_every and done % t.sample_every == 0:
                 with ema.averaged_weights() if ema is not None else contextlib.nullcontext():
-                    preview.make(unet, adapter, scheduler, done, writer)
+                    preview.make(unet, adapter, done, writer)
                 clock = time.perf_counter()  # previews are not training time
         if done % t.checkpoint_every == 0 or done == end_step:
-            result.last_checkpoint = _save(run_dir, done, epoch, order, cfg, unet, adapter, scheduler, optimizer,
+            result.last_checkpoint = _save(run_dir, done, epoch, order, cfg, unet, adapter, optimizer,
                                            lr_scheduler, grad_scaler, ema, preview, ctx)
             clock = time.perf_counter()
 
@@ -308,7 +308,7 @@ def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, 
     return result
 
 
-def _save(run_dir, step, epoch, order, cfg, unet, adapter, scheduler, optimizer, lr_scheduler, grad_scaler, ema,
+def _save(run_dir, step, epoch, order, cfg, unet, adapter, optimizer, lr_scheduler, grad_scaler, ema,
           preview, ctx) -> Path:
     """Rank 0 writes the checkpoint with every rank's RNG state; all ranks wait for it."""
     rng_states = gather_to_main(ckpt.capture_rng_state(ctx.device), ctx)
@@ -317,7 +317,8 @@ def _save(run_dir, step, epoch, order, cfg, unet, adapter, scheduler, optimizer,
         state = {"epoch": epoch, "samples_seen": step * order.items_per_step, "world_size": ctx.world_size,
                  "batch_size": order.batch_size, "grad_accum_steps": order.grad_accum_steps, "seed": cfg.train.seed,
                  "torch": torch.__version__}
-        path = ckpt.save_checkpoint(run_dir, step, unet=unet, adapter=adapter, scheduler=scheduler,
+        sampler = make_scheduler(cfg.diffusion, cfg.sample.sampler)  # what inference uses by default
+        path = ckpt.save_checkpoint(run_dir, step, unet=unet, adapter=adapter, scheduler=sampler,
                                     optimizer=optimizer, lr_scheduler=lr_scheduler, grad_scaler=grad_scaler, ema=ema,
                                     rng_states=rng_states, cfg=cfg, state=state,
                                     make_pipeline=preview.make_pipeline if preview.has_encoders else None,

@@ -51,31 +51,31 @@ class PreviewMaker:
         else:
             self.image, self.image_name = dataset[0]["image"], dataset.names[0]
 
-    def make_pipeline(self, unet, adapter, scheduler):
+    def make_pipeline(self, unet, adapter, sampler: str | None = None):
+        """A FashionFlowPipeline around the live modules (scheduler: `sampler` or `sample.sampler`)."""
         from fashionflow.pipeline import FashionFlowPipeline
 
-        return FashionFlowPipeline(vae=self.vae, image_encoder=self.image_encoder,
-                                   feature_extractor=self.feature_extractor, unet=unet, adapter=adapter,
-                                   scheduler=scheduler)
+        pipeline = FashionFlowPipeline.from_parts(self.cfg, unet, adapter, self.vae, self.image_encoder,
+                                                  self.feature_extractor, sampler=sampler)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
 
     @torch.no_grad()
-    def make(self, unet, adapter, scheduler, step: int, writer) -> Path | None:
+    def make(self, unet, adapter, step: int, writer) -> Path | None:
         """Render one preview video; log it (and its conditioning image) to TensorBoard and as mp4."""
         if not self.has_encoders:
             return None
-        from fashionflow.diffusion import make_scheduler
         from fashionflow.video_io import write_mp4
 
         cfg = self.cfg
-        sampler = make_scheduler(cfg.diffusion, cfg.train.sample_sampler)
-        pipeline = self.make_pipeline(unet, adapter, sampler)
+        pipeline = self.make_pipeline(unet, adapter, cfg.train.sample_sampler)
         was_training = unet.training, adapter.training
         unet.eval(), adapter.eval()
         try:
             generator = torch.Generator(self.ctx.device).manual_seed(cfg.sample.seed)
-            frames = pipeline(self.image, num_frames=cfg.sample.num_frames,
+            frames = pipeline(self.image.float() / 255.0, num_frames=cfg.sample.num_frames,
                               num_inference_steps=cfg.train.sample_steps, guidance_scale=cfg.sample.guidance_scale,
-                              generator=generator, output_type="np", progress=False).frames[0]  # f h w 3 uint8
+                              generator=generator, output_type="np").frames[0]  # f h w 3 uint8
         finally:
             unet.train(was_training[0]), adapter.train(was_training[1])
         path = write_mp4(self.run_dir / "samples" / f"step-{step:07d}.mp4", frames, fps=cfg.sample.fps)

@@ -1,0 +1,168 @@
+"""Training throughput: samples/s and peak memory per device for one full optimiser step.
+
+    python benchmarks/train.py                      # CUDA: paper size, every variant; CPU: tiny preset
+    python benchmarks/train.py --variants fp32 bf16 bf16+ckpt --steps 10
+    python benchmarks/train.py --config configs/tiny.yaml --batch-size 2 --device cpu
+
+One step = adapter + U-Net forward, the released loss, backward, gradient clipping and AdamW,
+on random inputs of the configured size (FASHIONFLOW.md, "Training": batch 2 per GPU, 70 frames,
+80x64 latents); the data pipeline is not included (training reads precomputed latents).
+Variants (a `+`/`-` suffix adds to / removes from the base precision):
+  released      the released formulation (benchmarks/released_reference.py), fp32 eager, as the
+                released train.py ran (which also re-encoded the image through the VAE and CLIP
+                each step; not counted here, so its real throughput was lower)
+  fp32, bf16    ours, fp32 or bf16 autocast (CUDA)
+  +ckpt         gradient checkpointing in the U-Net
+  +compile      torch.compile of the U-Net
+  -sdpa         attention restricted to the math kernel (no fused / flash SDPA)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fashionflow.config import load_config  # noqa: E402
+from fashionflow.diffusion import make_scheduler  # noqa: E402
+from fashionflow.models import build_models  # noqa: E402
+from fashionflow.training.loop import DenoisingLoss  # noqa: E402
+from fashionflow.training.optim import build_optimizer  # noqa: E402
+
+CUDA_VARIANTS = ["released", "fp32", "bf16", "bf16-sdpa", "bf16+ckpt", "bf16+compile", "bf16+ckpt+compile"]
+CPU_VARIANTS = ["fp32", "fp32-sdpa", "fp32+ckpt"]
+
+
+class ReleasedUNet(torch.nn.Module):
+    """The released network behind our call convention unet(latents, timesteps, context)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, latents, timesteps, context):
+        return self.net(latents, context, timesteps.float())
+
+
+def build_step(variant: str, cfg, device: torch.device):
+    """A closure running one training step for `variant`, and the batch size it uses."""
+    parts = variant.replace("-", "+-").split("+")
+    base, options = parts[0], set(parts[1:])
+    torch.manual_seed(0)
+    if base == "released":
+        from benchmarks.released_reference import EmbeddingAdapter, SpaceTimeUnet
+
+        unet, adapter = ReleasedUNet(SpaceTimeUnet()), EmbeddingAdapter()
+    else:
+        unet, adapter = build_models(cfg.model)
+        if "ckpt" in options:
+            unet.enable_gradient_checkpointing()
+    unet.to(device).train()
+    adapter.to(device).train()
+    model = DenoisingLoss(unet, adapter, make_scheduler(cfg.diffusion), cfg.diffusion, compile_unet="compile" in options)
+    params = list(unet.parameters()) + list(adapter.parameters())
+    optimizer = build_optimizer(params, cfg.train)
+    b, m, f = cfg.train.batch_size, cfg.model, cfg.data.num_frames
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(b, m.in_channels, f, m.latent_height, m.latent_width, generator=generator).to(device)
+    clip = torch.randn(b, m.num_context_tokens, m.context_dim, generator=generator).to(device)
+    image_latent = torch.randn(b, m.in_channels, m.latent_height, m.latent_width, generator=generator).to(device)
+    timesteps = torch.randint(0, cfg.diffusion.num_train_timesteps, (b,), generator=generator).to(device)
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if base == "bf16" and device.type == "cuda"
+                else contextlib.nullcontext())
+
+    def attention_kernels():
+        if "-sdpa" not in options:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+
+    def step():
+        with attention_kernels(), autocast:
+            loss = model(latents, clip, image_latent, None, timesteps, noise).float()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step, b
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_variant(variant, cfg, device, steps, warmup):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    step, batch = build_step(variant, cfg, device)
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return batch / seconds, seconds, peak
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--config", default=None, help="default: configs/fashionflow.yaml on CUDA, tiny on CPU")
+    parser.add_argument("--batch-size", type=int, default=None, help="per device (default: the config's, 2)")
+    parser.add_argument("--variants", nargs="+", default=None)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    config = args.config or str(ROOT / "configs" / ("fashionflow.yaml" if cuda else "tiny.yaml"))
+    cfg = load_config(config, [f"train.batch_size={args.batch_size}"] if args.batch_size else [])
+    variants = args.variants or (CUDA_VARIANTS if cuda else CPU_VARIANTS)
+    m = cfg.model
+    print(f"device: {device_name(device)}; torch {torch.__version__}; config {Path(config).name}: batch "
+          f"{cfg.train.batch_size} x [{m.in_channels}, {cfg.data.num_frames}, {m.latent_height}, {m.latent_width}]; "
+          f"median of {args.steps} steps after {args.warmup} warm-up\n")
+    print("| variant | samples/s | s/step | peak memory (GiB) | vs first |")
+    print("| --- | --- | --- | --- | --- |")
+    first = None
+    for variant in variants:
+        try:
+            rate, seconds, peak = run_variant(variant, cfg, device, args.steps, args.warmup)
+        except torch.cuda.OutOfMemoryError:
+            print(f"| {variant} | out of memory | | | |", flush=True)
+            continue
+        first = first or rate
+        memory = f"{peak:.1f}" if peak is not None else "-"
+        print(f"| {variant} | {rate:.3f} | {seconds:.3f} | {memory} | {rate / first:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Training: step-derived data order, optimiser presets, exact resume, faults, checkpoints, torchrun.
+
+Runs the real loop on configs/tiny.yaml with hand-written latent clips and tiny random
+encoders (so checkpoints are complete pipeline folders and previews render).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from fashionflow.config import config_hash, load_config
+from fashionflow.data import LatentDatasetError
+from fashionflow.data.latent_dataset import CLIP_FORMAT, encoder_metadata, expected_shapes
+from fashionflow.distributed import derive_seed
+from fashionflow.testing import save_tiny_encoders, tiny_encoders_config
+from fashionflow.training import NonFiniteLossError, train
+from fashionflow.training import checkpoint as ckpt
+from fashionflow.training import loop
+from fashionflow.training.optim import build_lr_scheduler, build_optimizer
+from fashionflow.training.sampler import StepOrder, StepSampler
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_clips(folder: Path, cfg, count: int = 4) -> Path:
+    """Latent clip files in the projection's format (random tensors, a positive std)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = expected_shapes(cfg)
+    for index in range(count):
+        generator = torch.Generator().manual_seed(index)
+        tensors = {k: torch.randn(v, generator=generator) for k, v in shapes.items() if k != "image"}
+        tensors["image_latent_std"] = tensors["image_latent_std"].abs() * 0.1
+        tensors["image"] = torch.randint(0, 256, shapes["image"], generator=generator, dtype=torch.uint8)
+        metadata = {"format": CLIP_FORMAT, "config_hash": config_hash(cfg), **encoder_metadata(cfg)}
+        save_file(tensors, str(folder / f"clip{index:03d}.safetensors"), metadata=metadata)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(config overrides pointing at tiny encoders, latents folder, scratch root)."""
+    root = tmp_path_factory.mktemp("train")
+    base = load_config(ROOT / "configs" / "tiny.yaml")
+    paths = save_tiny_encoders(root / "encoders", context_dim=base.model.context_dim)
+    enc = tiny_encoders_config(paths)
+    overrides = [f"encoders.vae={enc.vae}", "encoders.vae_subfolder=null", f"encoders.image_encoder={enc.image_encoder}",
+                 "encoders.preprocessing=correct", "train.max_steps=4", "train.checkpoint_every=2",
+                 "train.log_every=1", "train.num_workers=0"]
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", overrides)
+    return overrides, write_clips(root / "latents", cfg), root
+
+
+def tiny_cfg(setup, *extra):
+    torch.set_num_threads(1)  # the same in every run (bitwise comparisons) and kind to a shared CPU
+    return load_config(ROOT / "configs" / "tiny.yaml", setup[0] + list(extra))
+
+
+# ------------------------------------------------------------------------ pure pieces
+
+def test_step_order_reads_every_clip_once_per_epoch_and_does_not_depend_on_the_start():
+    orders = [StepOrder(num_items=10, batch_size=2, grad_accum_steps=1, world_size=2, rank=r, seed=3) for r in (0, 1)]
+    assert orders[0].items_per_step == 4 and orders[0].steps_per_epoch() == 2
+    stream = [i for step in range(5) for order in orders for i in order.indices(step, 0)]  # 20 positions = 2 epochs
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
+    assert stream[:10] != stream[10:20]  # epochs are reshuffled
+    resumed = list(StepSampler(orders[1], start_step=3, end_step=5))
+    assert resumed == list(StepSampler(orders[1], 0, 5))[3 * 2:]
+    accum = StepOrder(10, 1, 2, 2, 0, 3)  # same clips per step, split into micro-batches
+    assert accum.indices(1, 0) + accum.indices(1, 1) != orders[0].indices(1, 0)
+    assert derive_seed(0, 1, 2) == derive_seed(0, 1, 2) != derive_seed(0, 2, 1)
+
+
+def test_optimiser_presets_and_warmup():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    released = load_config(ROOT / "configs" / "fashionflow.yaml").train
+    paper = load_config(ROOT / "configs" / "fashionflow_paper.yaml").train
+    group = build_optimizer(params, released).param_groups[0]
+    assert (group["lr"], group["weight_decay"], group["betas"]) == (1e-4, 0.01, (0.9, 0.999))
+    group = build_optimizer(params, paper).param_groups[0]
+    assert (group["lr"], group["betas"]) == (2e-4, (0.5, 0.999))
+    released.warmup_steps = 4
+    optimizer = build_optimizer(params, released)
+    schedule = build_lr_scheduler(optimizer, released, total_steps=10)
+    lrs = []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs == pytest.approx([0.0, 2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4])
+
+
+# ------------------------------------------------------------------------ the loop
+
+def test_dry_run_prints_config_and_sizes(setup, capsys):
+    sys.path.insert(0, str(ROOT))
+    import train as train_script
+
+    args = ["--config", str(ROOT / "configs/tiny.yaml"), "--latents", str(setup[1]), "--output-dir",
+            str(setup[2] / "dry"), "--dry-run", *setup[0]]
+    assert train_script.main(args) == 0
+    out = capsys.readouterr().out
+    assert "lr_schedule: constant" in out and "4 clips in" in out and "U-Net" in out and "4 steps" in out
+    assert not (setup[2] / "dry").exists()
+
+
+def test_wrong_latents_folder_fails_before_compute(setup, tmp_path):
+    cfg = tiny_cfg(setup)
+    with pytest.raises(LatentDatasetError, match="does not exist"):
+        train(cfg, tmp_path / "missing", tmp_path / "run")
+    other = write_clips(tmp_path / "other", tiny_cfg(setup, "data.num_frames=4", "sample.num_frames=4"), count=1)
+    with pytest.raises(LatentDatasetError, match=r"latents has shape \[4, 4, 16, 16\].*expects \[8, 4, 16, 16\]"):
+        train(cfg, other, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def straight_run(setup):
+    """4 steps with EMA, condition dropout, accumulation, warmup, clipping and a preview at step 4."""
+    extra = ["train.ema_decay=0.9", "train.cond_dropout=0.5", "train.grad_accum_steps=2", "train.warmup_steps=2",
+             "train.grad_clip=1.0", "train.sample_every=4", "train.sample_steps=2", "train.keep_last=2"]
+    cfg = tiny_cfg(setup, *extra)
+    run = setup[2] / "straight"
+    result = train(cfg, setup[1], run)
+    return cfg, run, result
+
+
+def test_resume_reproduces_the_uninterrupted_run_bitwise(setup, straight_run, capsys):
+    cfg, run, result = straight_run
+    assert sorted(result.losses) == [1, 2, 3, 4] and result.last_checkpoint == ckpt.checkpoint_path(run, 4)
+    assert [p.name for _, p in ckpt.list_checkpoints(run)] == ["step-0000002", "step-0000004"]
+    resumed = setup[2] / "resumed"
+    shutil.copytree(run, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step-0000004")  # as if killed after step 2's checkpoint
+    capsys.readouterr()
+    torch.set_num_threads(1)  # as in the straight run: CPU kernels reduce in an order that depends on it
+    second = train(cfg, setup[1], resumed)
+    assert "resuming from" in capsys.readouterr().out
+    assert second.start_step == 2 and {s: second.losses[s] for s in (3, 4)} == {s: result.losses[s] for s in (3, 4)}
+    for folder in ("unet", "adapter", "training/unet", "training/adapter"):  # EMA and raw weights
+        a = ckpt.load_weights(run / "checkpoints/step-0000004" / folder)
+        b = ckpt.load_weights(resumed / "checkpoints/step-0000004" / folder)
+        assert all(torch.equal(a[k], b[k]) for k in a), folder
+    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    state = ckpt.read_state(run / "checkpoints/step-0000004")
+    assert state["pipeline"] and state["ema"]["optimization_step"] == 4 and state["epoch"] == 4
+    ema, raw = (ckpt.load_weights(run / "checkpoints/step-0000004" / f) for f in ("unet", "training/unet"))
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+
+
+def test_checkpoint_is_a_pipeline_folder_with_ema_weights(straight_run):
+    from fashionflow.pipeline import FashionFlowPipeline
+
+    cfg, run, _ = straight_run
+    folder = run / "checkpoints" / "step-0000004"
+    pipeline = FashionFlowPipeline.from_pretrained(folder)
+    ema = ckpt.load_weights(folder / "unet")
+    assert all(torch.equal(v, ema[k]) for k, v in pipeline.unet.state_dict().items())
+    assert (folder / "config.yaml").is_file() and load_config(folder / "config.yaml").train.ema_decay == 0.9
+    assert (run / "samples" / "step-0000004.mp4").stat().st_size > 0
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(setup, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = loop.diffusion_loss
+
+    def loss_that_explodes_at_step_3(*args, **kwargs):
+        calls["n"] += 1
+        value = real_loss(*args, **kwargs)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(loop, "diffusion_loss", loss_that_explodes_at_step_3)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 3.*step-0000002"):
+        train(tiny_cfg(setup), setup[1], tmp_path)
+    assert [step for step, _ in ckpt.list_checkpoints(tmp_path)] == [2]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_failed_or_killed_save_leaves_the_previous_checkpoint(setup, tmp_path, monkeypatch, capsys):
+    real_save = torch.save
+
+    def save_that_dies_at_step_4(obj, path, *args, **kwargs):
+        if "step-0000004" in str(path) and str(path).endswith("rng.pt"):
+            raise OSError("disk full (simulated)")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.torch, "save", save_that_dies_at_step_4)
+    with pytest.raises(OSError, match="disk full"):
+        train(tiny_cfg(setup), setup[1], tmp_path)
+    monkeypatch.undo()
+    assert [step for step, _ in ckpt.list_checkpoints(tmp_path)] == [2]
+    assert not list((tmp_path / "checkpoints").glob(".step-*"))  # the failed save cleaned up after itself
+    killed = tmp_path / "checkpoints" / ".step-0000004.abc123.tmp"  # what a SIGKILL mid-save leaves
+    (killed / "unet").mkdir(parents=True)
+    assert ckpt.find_latest(tmp_path) == ckpt.checkpoint_path(tmp_path, 2)
+    capsys.readouterr()
+    result = train(tiny_cfg(setup), setup[1], tmp_path)
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "removed a half-written checkpoint" in out and not killed.exists()
+    assert result.start_step == 2 and result.final_step == 4
+
+
+def test_two_process_gloo_run_under_torchrun(setup, tmp_path):
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "train.py"), "--config", str(ROOT / "configs/tiny.yaml"), "--latents", str(setup[1]),
+               "--output-dir", str(run), "--device", "cpu", *setup[0], "train.max_steps=2", "train.batch_size=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 for r in records)
+    state = ckpt.read_state(run / "checkpoints" / "step-0000002")
+    assert state["world_size"] == 2 and state["num_rng_states"] == 2 and state["samples_seen"] == 4
+    rng = torch.load(run / "checkpoints/step-0000002/training/rng.pt", weights_only=True)
+    assert not torch.equal(rng["rank-0"]["torch"], rng["rank-1"]["torch"])  # ranks seeded apart
