@@ -87,14 +87,6 @@ def all_reduce_mean(value: torch.Tensor, ctx: DistributedContext) -> torch.Tenso
     return value
 
 
-def any_rank(flag: bool, ctx: DistributedContext) -> bool:
-    """True when `flag` is true on at least one rank (every rank gets the same answer)."""
-    value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
-    if ctx.is_distributed:
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
-
-
 def gather_to_main(obj, ctx: DistributedContext) -> list | None:
     """Every rank's picklable `obj` as a list on rank 0 (None elsewhere)."""
     if not ctx.is_distributed:
@@ -102,15 +94,6 @@ def gather_to_main(obj, ctx: DistributedContext) -> list | None:
     out = [None] * ctx.world_size if ctx.is_main else None
     dist.gather_object(obj, out, dst=0)
     return out
-
-
-def scatter_from_main(objs: list | None, ctx: DistributedContext):
-    """Rank 0 holds one object per rank; each rank receives its own."""
-    if not ctx.is_distributed:
-        return objs[0]
-    out = [None]
-    dist.scatter_object_list(out, objs if ctx.is_main else None, src=0)
-    return out[0]
 
 
 def broadcast_from_main(obj, ctx: DistributedContext):

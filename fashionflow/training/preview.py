@@ -6,7 +6,8 @@ videos. They are loaded from `encoders.*`; when that fails (e.g. weights not dow
 training still runs, checkpoints hold unet/, adapter/ and scheduler/ with a note, and no
 previews are rendered. Previews use a fast sampler (`train.sample_sampler`, `train.sample_steps`;
 released: 1000-step DDPM) from a fixed image: `train.validation_image`, else the first
-training clip's conditioning image; fixed seed `sample.seed`, so previews are comparable.
+training clip's conditioning image; fixed seed `sample.seed`, so previews are comparable. TensorBoard gets the conditioning image, a strip of frames and,
+when moviepy is installed (tensorboardX needs it for videos), the video; RUN/samples/ the mp4.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def _load_image(path: str, height: int, width: int) -> torch.Tensor:
     with Image.open(path) as image:
         image = image.convert("RGB").resize((width, height), Image.BILINEAR)
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+
+def _has_moviepy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("moviepy") is not None
 
 
 class PreviewMaker:
@@ -65,7 +72,7 @@ class PreviewMaker:
         """Render one preview video; log it (and its conditioning image) to TensorBoard and as mp4."""
         if not self.has_encoders:
             return None
-        from fashionflow.video_io import write_mp4
+        from fashionflow.video_io import contact_sheet, write_mp4
 
         cfg = self.cfg
         pipeline = self.make_pipeline(unet, adapter, cfg.train.sample_sampler)
@@ -81,7 +88,9 @@ class PreviewMaker:
         path = write_mp4(self.run_dir / "samples" / f"step-{step:07d}.mp4", frames, fps=cfg.sample.fps)
         if writer is not None:
             writer.add_image("preview/conditioning_image", self.image.numpy(), step, dataformats="CHW")
-            video = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0).numpy()  # 1 f 3 h w uint8
-            writer.add_video("preview/video", video, step, fps=cfg.sample.fps)
+            writer.add_image("preview/frames", contact_sheet(frames), step, dataformats="HWC")
+            if _has_moviepy():  # tensorboardX encodes videos (GIF) with moviepy, an optional package
+                video = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0).numpy()  # 1 f 3 h w uint8
+                writer.add_video("preview/video", video, step, fps=cfg.sample.fps)
         log(f"preview {path} (conditioning image {self.image_name})", self.ctx)
         return path
