@@ -361,7 +361,7 @@ def find_videos(dataset: Path, limit: int | None = None) -> list[Path]:
 def run_projection(cfg: FashionFlowConfig, dataset: str | os.PathLike, output_dir: str | os.PathLike,
                    batch_size: int = 8, device: str | None = None, dtype: str = "float32",
                    limit: int | None = None, decode_workers: int = 1, show_progress: bool = True) -> ProjectionSummary:
-    """The whole run on this rank (works with and without torchrun); returns the global summary on rank 0."""
+    """The whole run on this rank (works with and without torchrun); every rank returns the global summary."""
     from tqdm import tqdm
 
     ctx = distributed.init_distributed(device)
