@@ -3,6 +3,8 @@
     python benchmarks/train.py                      # CUDA: paper size, every variant; CPU: tiny preset
     python benchmarks/train.py --variants fp32 bf16 bf16+ckpt --steps 10
     python benchmarks/train.py --config configs/tiny.yaml --batch-size 2 --device cpu
+    python benchmarks/train.py --config configs/fashionflow.yaml --batch-size 1 --variants released fp32 \
+        data.num_frames=8 sample.num_frames=8         # paper widths, fewer frames (CPU)
 
 One step = adapter + U-Net forward, the released loss, backward, gradient clipping and AdamW,
 on random inputs of the configured size (FASHIONFLOW.md, "Training": batch 2 per GPU, 70 frames,
@@ -138,13 +140,15 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.num_frames=8")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     config = args.config or str(ROOT / "configs" / ("fashionflow.yaml" if cuda else "tiny.yaml"))
-    cfg = load_config(config, [f"train.batch_size={args.batch_size}"] if args.batch_size else [])
+    overrides = list(args.overrides) + ([f"train.batch_size={args.batch_size}"] if args.batch_size else [])
+    cfg = load_config(config, overrides)
     variants = args.variants or (CUDA_VARIANTS if cuda else CPU_VARIANTS)
     m = cfg.model
     print(f"device: {device_name(device)}; torch {torch.__version__}; config {Path(config).name}: batch "

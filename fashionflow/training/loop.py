@@ -166,6 +166,35 @@ def _check_resume_config(saved: Path, cfg: FashionFlowConfig, ctx: DistributedCo
         log("config differs from the checkpoint's: " + "; ".join(changes), ctx)
 
 
+@dataclass
+class TrainingParts:
+    """What a checkpoint holds: the trained modules and the optimisation state."""
+
+    unet: nn.Module
+    adapter: nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    grad_scaler: Optional[torch.amp.GradScaler]
+    ema: Optional[ModelEMA]
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return list(self.unet.parameters()) + list(self.adapter.parameters())
+
+
+def build_parts(cfg: FashionFlowConfig, unet, adapter, end_step: int, device: torch.device) -> TrainingParts:
+    t = cfg.train
+    unet.to(device).train()
+    adapter.to(device).train()
+    if t.gradient_checkpointing or cfg.model.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    optimizer = build_optimizer(list(unet.parameters()) + list(adapter.parameters()), t)
+    use_scaler = t.mixed_precision == "fp16" and device.type == "cuda"
+    return TrainingParts(unet, adapter, optimizer, build_lr_scheduler(optimizer, t, end_step),
+                         torch.amp.GradScaler("cuda") if use_scaler else None,
+                         ModelEMA({"unet": unet, "adapter": adapter}, t.ema_decay) if t.ema_decay is not None else None)
+
+
 def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, *, init: str | Path | None = None,
           ctx: Optional[DistributedContext] = None, dry_run: bool = False) -> TrainResult:
     """Train (or resume) into `run_dir`; see the module docstring. Returns the losses it computed."""
@@ -190,30 +219,8 @@ def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, 
     if init is not None and latest is None:
         load_initial_weights(init, unet, adapter, cfg)
         log(f"initial weights from {init}", ctx)
-    unet.to(ctx.device).train()
-    adapter.to(ctx.device).train()
-    if t.gradient_checkpointing or cfg.model.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    params = list(unet.parameters()) + list(adapter.parameters())
-    optimizer = build_optimizer(params, t)
-    lr_scheduler = build_lr_scheduler(optimizer, t, end_step)
-    use_scaler = t.mixed_precision == "fp16" and ctx.device.type == "cuda"
-    grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    ema = ModelEMA({"unet": unet, "adapter": adapter}, t.ema_decay) if t.ema_decay is not None else None
-    scheduler = make_scheduler(cfg.diffusion)
-
-    start_step = 0
-    if latest is not None:
-        _check_resume_config(latest / "config.yaml", cfg, ctx)
-        state, rng = ckpt.load_checkpoint(latest, unet=unet, adapter=adapter, optimizer=optimizer,
-                                          lr_scheduler=lr_scheduler, grad_scaler=grad_scaler, ema=ema)
-        start_step = state["step"]
-        if state.get("world_size") != ctx.world_size:
-            log(f"warning: {latest} was written by {state.get('world_size')} processes, this run has "
-                f"{ctx.world_size}: it resumes, but the data order and losses will differ from an uninterrupted run", ctx)
-        elif f"rank-{ctx.rank}" in rng:
-            ckpt.restore_rng_state(rng[f"rank-{ctx.rank}"], ctx.device)
-        log(f"resuming from {latest} (step {start_step} of {end_step})", ctx)
+    parts = build_parts(cfg, unet, adapter, end_step, ctx.device)
+    start_step = _resume(latest, parts, cfg, end_step, ctx) if latest is not None else 0
 
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +231,7 @@ def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, 
     preview = PreviewMaker(cfg, dataset, run_dir, ctx) if ctx.is_main else None
     barrier(ctx)
 
-    model = DenoisingLoss(unet, adapter, scheduler, cfg.diffusion, compile_unet=t.compile)
+    model = DenoisingLoss(unet, adapter, make_scheduler(cfg.diffusion), cfg.diffusion, compile_unet=t.compile)
     if ctx.is_distributed:
         model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                                         broadcast_buffers=False)
@@ -239,67 +246,27 @@ def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, 
     clock = time.perf_counter()
 
     for step in range(start_step, end_step):
-        torch.manual_seed(derive_seed(t.seed, ctx.rank, step))  # any module-level randomness (dropout)
-        loss_sum = torch.zeros((), device=ctx.device)
-        for micro in range(t.grad_accum_steps):
-            generator = torch.Generator(ctx.device).manual_seed(derive_seed(t.seed, ctx.rank, step, micro))
-            inputs = draw_step_inputs(next(batches), cfg, generator, ctx.device)
-            last = micro == t.grad_accum_steps - 1
-            sync = model.no_sync() if ctx.is_distributed and not last else contextlib.nullcontext()
-            with sync:
-                with _autocast(cfg, ctx.device):
-                    loss = model(*inputs).float()
-                scaled = loss / t.grad_accum_steps
-                (grad_scaler.scale(scaled) if grad_scaler else scaled).backward()
-            loss_sum += loss.detach()
-        loss_value = all_reduce_mean(loss_sum / t.grad_accum_steps, ctx).item()
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(step + 1, "loss", loss_value, result.last_checkpoint)
-
-        if grad_scaler:
-            grad_scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip else float("inf")).item()
-        if not math.isfinite(grad_norm) and grad_scaler is None:
-            raise NonFiniteLossError(step + 1, "gradient norm", grad_norm, result.last_checkpoint)
-        lr = optimizer.param_groups[0]["lr"]
-        if grad_scaler:
-            grad_scaler.step(optimizer)
-            grad_scaler.update()
-        else:
-            optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update()
+        loss = _accumulate_gradients(model, batches, cfg, step, parts.grad_scaler, ctx)
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(step + 1, "loss", loss, result.last_checkpoint)
+        lr, grad_norm = _apply_gradients(parts, cfg.train.grad_clip, step, result.last_checkpoint)
 
         done = step + 1
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         now = time.perf_counter()
-        samples_per_s = order.items_per_step / max(now - clock, 1e-9)
+        record = {"step": done, "epoch": order.epoch_of_step(done), "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                  "samples_per_s": order.items_per_step / max(now - clock, 1e-9)}  # over all ranks
         clock = now
-        result.losses[done], result.final_step = loss_value, done
-        epoch = order.epoch_of_step(done)
+        result.losses[done], result.final_step = loss, done
         if ctx.is_main:
-            _append_metrics(run_dir, {"step": done, "epoch": epoch, "loss": loss_value, "lr": lr,
-                                      "grad_norm": grad_norm, "samples_per_s": samples_per_s})
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-            if done % t.log_every == 0 or done == end_step:
-                writer.add_scalar("train/loss", loss_value, done)
-                writer.add_scalar("train/lr", lr, done)
-                writer.add_scalar("train/grad_norm", grad_norm, done)
-                writer.add_scalar("train/samples_per_s", samples_per_s, done)
-                writer.add_scalar("train/epoch", epoch, done)
-                progress.write(f"step {done}/{end_step}  epoch {epoch}  loss {loss_value:.5f}  lr {lr:.3g}  "
-                               f"grad-norm {grad_norm:.3g}  {samples_per_s:.2f} samples/s")
+            _log_step(run_dir, record, end_step, t.log_every, writer, progress)
             if t.sample_every and done % t.sample_every == 0:
-                with ema.averaged_weights() if ema is not None else contextlib.nullcontext():
+                with parts.ema.averaged_weights() if parts.ema is not None else contextlib.nullcontext():
                     preview.make(unet, adapter, done, writer)
                 clock = time.perf_counter()  # previews are not training time
         if done % t.checkpoint_every == 0 or done == end_step:
-            result.last_checkpoint = _save(run_dir, done, epoch, order, cfg, unet, adapter, optimizer,
-                                           lr_scheduler, grad_scaler, ema, preview, ctx)
+            result.last_checkpoint = _save(run_dir, done, record["epoch"], order, cfg, parts, preview, ctx)
             clock = time.perf_counter()
 
     progress.close()
@@ -308,23 +275,96 @@ def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, 
     return result
 
 
-def _save(run_dir, step, epoch, order, cfg, unet, adapter, optimizer, lr_scheduler, grad_scaler, ema,
-          preview, ctx) -> Path:
-    """Rank 0 writes the checkpoint with every rank's RNG state; all ranks wait for it."""
+def _resume(latest: Path, parts: TrainingParts, cfg: FashionFlowConfig, end_step: int, ctx) -> int:
+    """Load a checkpoint into `parts` (and this rank's RNG state); returns its step."""
+    _check_resume_config(latest / "config.yaml", cfg, ctx)
+    state, rng = ckpt.load_checkpoint(latest, unet=parts.unet, adapter=parts.adapter, optimizer=parts.optimizer,
+                                      lr_scheduler=parts.lr_scheduler, grad_scaler=parts.grad_scaler, ema=parts.ema)
+    if state.get("world_size") != ctx.world_size:
+        log(f"warning: {latest} was written by {state.get('world_size')} processes, this run has "
+            f"{ctx.world_size}: it resumes, but the data order and losses will differ from an uninterrupted run", ctx)
+    elif f"rank-{ctx.rank}" in rng:
+        ckpt.restore_rng_state(rng[f"rank-{ctx.rank}"], ctx.device)
+    log(f"resuming from {latest} (step {state['step']} of {end_step})", ctx)
+    return state["step"]
+
+
+def _accumulate_gradients(model, batches, cfg: FashionFlowConfig, step: int, grad_scaler, ctx) -> float:
+    """Forward and backward over the step's micro-batches; returns the loss averaged over them and ranks."""
+    t = cfg.train
+    torch.manual_seed(derive_seed(t.seed, ctx.rank, step))  # any module-level randomness (dropout)
+    loss_sum = torch.zeros((), device=ctx.device)
+    for micro in range(t.grad_accum_steps):
+        generator = torch.Generator(ctx.device).manual_seed(derive_seed(t.seed, ctx.rank, step, micro))
+        inputs = draw_step_inputs(next(batches), cfg, generator, ctx.device)
+        last = micro == t.grad_accum_steps - 1
+        with model.no_sync() if ctx.is_distributed and not last else contextlib.nullcontext():
+            with _autocast(cfg, ctx.device):
+                loss = model(*inputs).float()
+            scaled = loss / t.grad_accum_steps
+            (grad_scaler.scale(scaled) if grad_scaler else scaled).backward()
+        loss_sum += loss.detach()
+    return all_reduce_mean(loss_sum / t.grad_accum_steps, ctx).item()
+
+
+def _apply_gradients(parts: TrainingParts, grad_clip: Optional[float], step: int, last_checkpoint) -> tuple[float, float]:
+    """Clip, optimiser step, LR schedule, EMA; returns (the step's lr, the gradient norm before clipping)."""
+    params, optimizer, scaler = parts.params, parts.optimizer, parts.grad_scaler
+    if scaler:
+        scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float("inf")).item()
+    if not math.isfinite(grad_norm) and scaler is None:  # (fp16: the scaler skips the step and backs off)
+        raise NonFiniteLossError(step + 1, "gradient norm", grad_norm, last_checkpoint)
+    lr = optimizer.param_groups[0]["lr"]
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    parts.lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if parts.ema is not None:
+        parts.ema.update()
+    return lr, grad_norm
+
+
+def _log_step(run_dir: Path, record: dict, end_step: int, log_every: int, writer, progress) -> None:
+    """metrics.jsonl every step; TensorBoard scalars and a log line every `log_every` steps (rank 0)."""
+    _append_metrics(run_dir, record)
+    done = record["step"]
+    progress.update(1)
+    progress.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+    if done % log_every == 0 or done == end_step:
+        for key in ("loss", "lr", "grad_norm", "samples_per_s", "epoch"):
+            writer.add_scalar(f"train/{key}", record[key], done)
+        progress.write(f"step {done}/{end_step}  epoch {record['epoch']}  loss {record['loss']:.5f}  "
+                       f"lr {record['lr']:.3g}  grad-norm {record['grad_norm']:.3g}  "
+                       f"{record['samples_per_s']:.2f} samples/s")
+
+
+def _save(run_dir, step, epoch, order, cfg, parts: TrainingParts, preview, ctx) -> Path:
+    """Rank 0 writes the checkpoint with every rank's RNG state; all ranks wait and share the outcome."""
     rng_states = gather_to_main(ckpt.capture_rng_state(ctx.device), ctx)
-    path = ckpt.checkpoint_path(run_dir, step)
+    path, error = ckpt.checkpoint_path(run_dir, step), None
     if ctx.is_main:
         state = {"epoch": epoch, "samples_seen": step * order.items_per_step, "world_size": ctx.world_size,
                  "batch_size": order.batch_size, "grad_accum_steps": order.grad_accum_steps, "seed": cfg.train.seed,
                  "torch": torch.__version__}
         sampler = make_scheduler(cfg.diffusion, cfg.sample.sampler)  # what inference uses by default
-        path = ckpt.save_checkpoint(run_dir, step, unet=unet, adapter=adapter, scheduler=sampler,
-                                    optimizer=optimizer, lr_scheduler=lr_scheduler, grad_scaler=grad_scaler, ema=ema,
-                                    rng_states=rng_states, cfg=cfg, state=state,
-                                    make_pipeline=preview.make_pipeline if preview.has_encoders else None,
-                                    keep_last=cfg.train.keep_last)
-        log(f"saved {path}", ctx)
-    barrier(ctx)
+        try:
+            ckpt.save_checkpoint(run_dir, step, unet=parts.unet, adapter=parts.adapter, scheduler=sampler,
+                                 optimizer=parts.optimizer, lr_scheduler=parts.lr_scheduler,
+                                 grad_scaler=parts.grad_scaler, ema=parts.ema, rng_states=rng_states, cfg=cfg,
+                                 state=state, make_pipeline=preview.make_pipeline if preview.has_encoders else None,
+                                 keep_last=cfg.train.keep_last)
+            log(f"saved {path}", ctx)
+        except Exception as caught:  # re-raised below, after telling the other ranks
+            error = caught
+    failed = broadcast_from_main(error is not None, ctx)
+    if error is not None:
+        raise error
+    if failed:
+        raise ckpt.CheckpointError(f"rank 0 could not write {path}; see its error")
     return path
 
 
