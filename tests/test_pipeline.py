@@ -110,3 +110,29 @@ def test_released_preprocessing_keeps_the_configured_output_range(tmp_path):
     pipe, cfg = build_tiny_pipeline(tmp_path, cfg)
     assert isinstance(pipe, FashionFlowPipeline)
     assert pipe.config.preprocessing == "released" and pipe.config.output_range == "clamp01"
+
+
+def test_assemble_builds_a_pipeline_folder_from_converted_weights(tmp_path, capsys):
+    from fashionflow.assemble import main as assemble_main
+    from fashionflow.config import load_config, save_config
+    from fashionflow.models import build_models
+    from fashionflow.testing import save_tiny_encoders
+
+    cfg = load_config("configs/tiny.yaml", ["encoders.preprocessing=released"])
+    unet, adapter = build_models(cfg.model)
+    converted = tmp_path / "converted"
+    unet.save_pretrained(converted / "unet")
+    adapter.save_pretrained(converted / "adapter")
+    save_config(cfg, converted / "config.yaml")
+    paths = save_tiny_encoders(tmp_path / "weights")
+
+    out = tmp_path / "pipeline"
+    base = [str(converted), str(out), "--image-encoder", paths["image_encoder"]]
+    assert assemble_main(base + ["--vae", str(tmp_path / "no_vae")]) == 1
+    assert "VAE" in capsys.readouterr().err and not out.exists()
+    assert assemble_main(base + ["--vae", paths["vae"], "--sampler", "ddpm"]) == 0
+    pipe, saved_cfg = load_pipeline(out)
+    assert type(pipe.scheduler).__name__ == "DDPMScheduler" and pipe.config.preprocessing == "released"
+    assert saved_cfg.encoders.vae == paths["vae"]
+    torch.testing.assert_close(pipe.unet.state_dict(), unet.state_dict())
+    assert assemble_main(base + ["--vae", paths["vae"]]) == 1 and "already exists" in capsys.readouterr().err

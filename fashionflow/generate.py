@@ -1,0 +1,148 @@
+"""What `inference.py` does: conditioning images in, videos + stills out, bad inputs reported.
+
+For every input (an image file, or a random frame of a test video as the released inference
+does) and every one of `num_videos` samples it writes, into the output folder:
+    NAME_K.mp4          the video, H.264 / yuv420p (plays in browsers)
+    NAME_K_input.png    the conditioning image as the model sees it (resized)
+    NAME_K_frames.png   a contact sheet: evenly spaced frames in one strip
+Existing files are never overwritten: K continues after the last video already there (use
+`overwrite=True` to replace). A bad input is one line on stderr; the others still run.
+Video j of the run (in input order) is seeded with `seed + j`, whatever the device or batch.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from fashionflow.images import ImageLoadError, frame_to_tensor, list_images, load_image, random_video_frame
+from fashionflow.video_io import VideoReadError, contact_sheet, list_videos, write_image, write_mp4
+
+
+@dataclass
+class Source:
+    """One conditioning input: an image file, or a video whose random frame is used."""
+
+    name: str
+    path: Path
+    is_video: bool = False
+
+
+@dataclass
+class Settings:
+    num_videos: int = 1
+    num_frames: int = 70
+    steps: Optional[int] = None
+    guidance: float = 1.0
+    seed: int = 0
+    fps: float = 25.0
+    decode_chunk_size: int = 8
+    resize: str = "stretch"
+    precision: str = "auto"
+    overwrite: bool = False
+
+
+def warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def quiet_libraries() -> None:
+    """Keep the console to our own lines: no library loading bars or backend notices."""
+    import diffusers
+    import transformers
+
+    for library in (diffusers, transformers):
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+
+
+def collect_sources(images: list[str], dataset: Optional[str]) -> tuple[list[Source], int]:
+    """Expand --image files/folders and --dataset; returns (sources, number of bad arguments reported)."""
+    sources, failures = [], 0
+    for item in images:
+        path = Path(item)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                warn(f"{path}: folder has no image files")
+                failures += 1
+            sources += [Source(p.stem, p) for p in found]
+        else:
+            sources.append(Source(path.stem, path))  # missing files are reported when loaded
+    if dataset is not None:
+        folder = Path(dataset)
+        videos = list_videos(folder) if folder.is_dir() else []
+        if not videos:
+            warn(f"{folder}: {'no video files in the folder' if folder.is_dir() else 'folder not found'}")
+            failures += 1
+        sources += [Source(p.stem, p, is_video=True) for p in videos]
+    return sources, failures
+
+
+def conditioning_image(source: Source, height: int, width: int, resize: str, rng: random.Random) -> torch.Tensor:
+    """float [3, height, width] in [0, 1]; ImageLoadError / VideoReadError with one line when unusable."""
+    if source.is_video:
+        frame, _ = random_video_frame(source.path, rng)
+        return frame_to_tensor(frame, height, width, resize)
+    return load_image(source.path, height, width, resize)
+
+
+def first_free_index(output_dir: Path, name: str) -> int:
+    """The first K with no NAME_K.mp4 already in `output_dir` after all existing ones."""
+    taken = [int(p.stem.rsplit("_", 1)[1]) for p in output_dir.glob(f"{name}_*.mp4")
+             if p.stem.rsplit("_", 1)[1].isdigit()]
+    return max(taken) + 1 if taken else 0
+
+
+def to_uint8(image01: torch.Tensor) -> np.ndarray:
+    """float [3, H, W] in [0, 1] -> uint8 [H, W, 3]."""
+    return (image01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: Settings, device: torch.device
+                 ) -> tuple[list[Path], int]:
+    """Run the pipeline over every source; returns (videos written, number of failures)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    height, width = pipe.image_size
+    rng = random.Random(settings.seed)  # released: random frame of each test video
+    written, failures, video_index, seconds = [], 0, 0, 0.0
+    for source in sources:
+        try:
+            image = conditioning_image(source, height, width, settings.resize, rng)
+        except (ImageLoadError, VideoReadError) as error:
+            warn(str(error))
+            failures += 1
+            video_index += settings.num_videos
+            continue
+        start = 0 if settings.overwrite else first_free_index(output_dir, source.name)
+        for k in range(start, start + settings.num_videos):
+            generator = torch.Generator(device=device).manual_seed(settings.seed + video_index)
+            video_index += 1
+            pipe.set_progress_bar_config(desc=f"{source.name}_{k}", leave=False)
+            began = time.perf_counter()
+            frames = pipe(image, num_frames=settings.num_frames, num_inference_steps=settings.steps,
+                          guidance_scale=settings.guidance, generator=[generator], output_type="np",
+                          decode_chunk_size=settings.decode_chunk_size, precision=settings.precision).frames[0]
+            seconds += time.perf_counter() - began
+            try:
+                path = write_mp4(output_dir / f"{source.name}_{k}.mp4", frames, fps=settings.fps)
+                write_image(output_dir / f"{source.name}_{k}_input.png", to_uint8(image))
+                write_image(output_dir / f"{source.name}_{k}_frames.png", contact_sheet(frames))
+            except (OSError, RuntimeError, ValueError) as error:
+                warn(f"{output_dir / source.name}_{k}.mp4: cannot write ({error})")
+                failures += 1
+                continue
+            written.append(path)
+            print(f"wrote {path}", flush=True)
+    per_video = f"{seconds / len(written):.1f} s per video" if written else "no videos"
+    print(f"{len(written)} video(s) in {output_dir}/ ({per_video}, {settings.num_frames} frames at "
+          f"{height}x{width}); {failures} failed", flush=True)
+    return written, failures

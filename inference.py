@@ -1,0 +1,104 @@
+"""Generate FashionFlow videos from photos (or from random frames of test videos, as released).
+
+    python inference.py                                   # demo model on fashion_dataset/demo/
+    python inference.py --checkpoint checkpoint/fashionflow --image photo.jpg --sampler dpm --steps 25
+    python inference.py --checkpoint checkpoint/fashionflow --dataset fashion_dataset/test --sampler ddpm
+
+--checkpoint is a pipeline folder (training output, or `python -m fashionflow.assemble`).
+Sampler defaults come from the folder's config.yaml (section `sample`) when it has one.
+Exit code: 0 when every input produced its videos, 1 when any failed, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+DEMO_CHECKPOINT = "checkpoint/demo"
+DEMO_IMAGES = "fashion_dataset/demo"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=DEMO_CHECKPOINT, help="pipeline folder (default: the demo model)")
+    parser.add_argument("--image", nargs="+", default=[], help="image files or folders of images")
+    parser.add_argument("--dataset", help="folder of videos; a random frame of each is the conditioning image")
+    parser.add_argument("--num-videos", type=int, default=1, help="videos per conditioning image")
+    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpm"), help="default: config's sample.sampler")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: config, or 1000 ddpm / 25 otherwise)")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--seed", type=int, help="video j of the run uses seed + j")
+    parser.add_argument("--frames", type=int, help="frames per video (default 70)")
+    parser.add_argument("--fps", type=float, help="frame rate of the mp4 (default 25)")
+    parser.add_argument("--decode-chunk-size", type=int, help="frames decoded by the VAE at once (memory)")
+    parser.add_argument("--resize", choices=("stretch", "crop", "pad"), default="stretch",
+                        help="other aspect ratios: stretch (released), centre-crop, or pad with white")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="autocast on CUDA (auto: bf16); CPU runs fp32")
+    parser.add_argument("--output-dir", default="result")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same name")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    for name in ("num_videos", "steps", "frames", "decode_chunk_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def settings_from(args, cfg, pipe):
+    """CLI values, else the checkpoint's config.yaml `sample` section, else the released defaults."""
+    from fashionflow.diffusion import default_steps
+    from fashionflow.generate import Settings
+
+    sample = cfg.sample if cfg is not None else None
+    pick = lambda value, key, fallback: value if value is not None else (getattr(sample, key) if sample else fallback)
+    same_sampler = sample is not None and (args.sampler is None or args.sampler == sample.sampler)
+    steps = args.steps or (sample.num_inference_steps if same_sampler else default_steps(pipe.scheduler))
+    return Settings(num_videos=args.num_videos, num_frames=pick(args.frames, "num_frames", 70), steps=steps,
+                    guidance=pick(args.guidance, "guidance_scale", 1.0), seed=pick(args.seed, "seed", 0),
+                    fps=pick(args.fps, "fps", 25.0), decode_chunk_size=pick(args.decode_chunk_size, "decode_chunk_size", 8),
+                    resize=args.resize, precision=args.precision, overwrite=args.overwrite)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from fashionflow.generate import collect_sources, generate_all, quiet_libraries
+    from fashionflow.pipeline import load_pipeline
+
+    quiet_libraries()
+    checkpoint = Path(args.checkpoint)
+    is_demo = checkpoint.resolve() == Path(DEMO_CHECKPOINT).resolve()
+    if not (checkpoint / "model_index.json").is_file():
+        hint = ("build the demo model first (README, section demo)" if is_demo else
+                "give a pipeline folder from training or `python -m fashionflow.assemble`")
+        print(f"error: no FashionFlow pipeline at {checkpoint}: {hint}", file=sys.stderr)
+        return 1
+    images = args.image or ([] if args.dataset else [DEMO_IMAGES])
+    sources, failures = collect_sources(images, args.dataset)
+    if not sources:
+        print("error: no inputs to process", file=sys.stderr)
+        return 1
+
+    pipe, cfg = load_pipeline(checkpoint, sampler=args.sampler or (cfg_sampler(checkpoint)), device=args.device)
+    if is_demo:
+        print("note: checkpoint/demo is a tiny demo model trained briefly on CPU; its videos will not look real")
+    settings = settings_from(args, cfg, pipe)
+    print(f"{len(sources)} input(s), {settings.num_videos} video(s) each, {type(pipe.scheduler).__name__} "
+          f"{settings.steps} steps, {settings.num_frames} frames, device {args.device}; writing to {args.output_dir}/")
+    written, failed = generate_all(pipe, sources, args.output_dir, settings, torch.device(args.device))
+    return 1 if failures + failed else 0
+
+
+def cfg_sampler(checkpoint: Path):
+    """The sampler named by the folder's config.yaml (None keeps the saved scheduler)."""
+    from fashionflow.config import load_config
+
+    path = checkpoint / "config.yaml"
+    return load_config(path).sample.sampler if path.is_file() else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""inference.py end to end on a tiny pipeline folder: outputs, bad inputs, no silent overwrites, defaults."""
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashionflow.pipeline import save_pipeline
+from fashionflow.testing import build_tiny_pipeline
+from fashionflow.video_io import read_video
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+import inference  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    pipe, cfg = build_tiny_pipeline(folder)
+    cfg.sample.num_inference_steps = 2
+    return save_pipeline(pipe, folder / "pipeline", cfg)
+
+
+def photo(path, size=(90, 120)):
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    Image.fromarray(np.stack([x % 255, y % 255, (x + y) % 255], -1).astype(np.uint8)).save(path)
+    return path
+
+
+def test_images_in_videos_out_and_bad_inputs_reported(checkpoint, tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    photo(inputs / "dress.png")
+    (inputs / "broken.jpg").write_text("not an image")
+    photo(inputs / "speck.png", size=(8, 8))
+    out = tmp_path / "result"
+    args = ["--checkpoint", str(checkpoint), "--image", str(inputs), str(tmp_path / "missing.jpg"),
+            "--frames", "4", "--fps", "8", "--output-dir", str(out)]
+    assert inference.main(args) == 1  # some inputs failed
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    assert any(line.startswith(str(inputs / "broken.jpg")) and "not an image" in line for line in errors)
+    assert any(line.startswith(str(inputs / "speck.png")) and "too small" in line for line in errors)
+    assert any(line.startswith(str(tmp_path / "missing.jpg")) and "not found" in line for line in errors)
+    assert f"in {out}/" in captured.out and "s per video" in captured.out and "3 failed" in captured.out
+
+    frames, fps = read_video(out / "dress_0.mp4")
+    assert frames.shape == (4, 128, 128, 3) and fps == pytest.approx(8)
+    assert np.asarray(Image.open(out / "dress_0_frames.png")).shape == (128, 4 * 128, 3)
+    assert np.asarray(Image.open(out / "dress_0_input.png")).shape == (128, 128, 3)
+
+    before = (out / "dress_0.mp4").read_bytes()
+    assert inference.main(["--checkpoint", str(checkpoint), "--image", str(inputs / "dress.png"), "--frames", "2",
+                           "--output-dir", str(out)]) == 0
+    assert (out / "dress_0.mp4").read_bytes() == before  # never overwritten: the rerun became dress_1
+    assert read_video(out / "dress_1.mp4")[0].shape[0] == 2
+
+
+def test_dataset_mode_uses_a_frame_of_each_video(checkpoint, tmp_path, fixtures_dir):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(fixtures_dir / "ubc_test_91BjuE6irxS.mp4", videos)
+    (videos / "corrupt.mp4").write_bytes(b"\x00" * 100)
+    out = tmp_path / "result"
+    code = inference.main(["--checkpoint", str(checkpoint), "--dataset", str(videos), "--frames", "2",
+                           "--output-dir", str(out)])
+    assert code == 1 and sorted(p.name for p in out.glob("*.mp4")) == ["ubc_test_91BjuE6irxS_0.mp4"]
+
+
+def test_defaults_use_the_demo_checkpoint_and_images(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert inference.main([]) == 1
+    assert "no FashionFlow pipeline at checkpoint/demo" in capsys.readouterr().err
+
+    shutil.copytree(checkpoint, tmp_path / "checkpoint" / "demo")
+    (tmp_path / "fashion_dataset" / "demo").mkdir(parents=True)
+    photo(tmp_path / "fashion_dataset" / "demo" / "model.png")
+    assert inference.main(["--frames", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "tiny demo model" in printed and "result/" in printed
+    assert (tmp_path / "result" / "model_0.mp4").is_file()
