@@ -11,6 +11,20 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v through `scaled_dot_product_attention`.
+
+    q [n, heads, l, d], k and v [n, heads, s, d], bias broadcastable to [n, heads, l, s]. On CPU
+    with gradients the math backend is used: the CPU flash kernel's backward is over 10x slower
+    for the long-query, 50-key cross-attention (benchmarks in docs/benchmarks.md).
+    """
+    if q.device.type == "cpu" and torch.is_grad_enabled():
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 
 class ContinuousPositionBias(nn.Module):
@@ -64,7 +78,7 @@ class SelfAttention(nn.Module):
         q, k, v = (rearrange(t, "n l (h d) -> n h l d", h=self.heads) for t in (q, k, v))
         if bias is not None:
             bias = bias.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = attend(q, k, v, bias)
         return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
 
 
@@ -157,7 +171,7 @@ class ImageCrossAttention(nn.Module):
         tokens = rearrange(x, "b c f h w -> b (f h w) c")
         q = rearrange(self.to_q(self.attn_norm(tokens)), "b l (h d) -> b h l d", h=self.heads)
         k, v = (rearrange(proj(context), "b n (h d) -> b h n d", h=self.heads) for proj in (self.to_k, self.to_v))
-        attended = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))
+        attended = attend(q, k.to(q.dtype), v.to(q.dtype))
         tokens = tokens + self.to_out(rearrange(attended, "b h l d -> b l (h d)"))
         hidden, gate = self.ff_in(self.ff_norm(tokens)).chunk(2, dim=-1)
         tokens = tokens + self.ff_out(hidden * F.gelu(gate))
