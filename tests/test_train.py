@@ -222,3 +222,19 @@ def test_two_process_gloo_run_under_torchrun(setup, tmp_path):
     assert state["world_size"] == 2 and state["num_rng_states"] == 2 and state["samples_seen"] == 4
     rng = torch.load(run / "checkpoints/step-0000002/training/rng.pt", weights_only=True)
     assert not torch.equal(rng["rank-0"]["torch"], rng["rank-1"]["torch"])  # ranks seeded apart
+
+
+def test_init_from_a_checkpoint_folder_and_resume_refuses_another_model(setup, straight_run, tmp_path):
+    from fashionflow.models import build_models
+
+    cfg, run, _ = straight_run
+    folder = run / "checkpoints" / "step-0000004"
+    unet, adapter = build_models(cfg.model)
+    loop.load_initial_weights(folder, unet, adapter, cfg)
+    ema = ckpt.load_weights(folder / "unet")
+    assert all(torch.equal(v, ema[k]) for k, v in unet.state_dict().items())
+    with pytest.raises(ckpt.CheckpointError, match="unet/ is missing"):
+        loop.load_initial_weights(folder / "scheduler", unet, adapter, cfg)
+    shutil.copytree(run, tmp_path / "run")
+    with pytest.raises(ckpt.CheckpointError, match=r"model.base_dim differs \(8 there, 16 now\)"):
+        train(tiny_cfg(setup, "model.base_dim=16"), setup[1], tmp_path / "run")
