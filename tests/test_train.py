@@ -238,3 +238,31 @@ def test_init_from_a_checkpoint_folder_and_resume_refuses_another_model(setup, s
     shutil.copytree(run, tmp_path / "run")
     with pytest.raises(ckpt.CheckpointError, match=r"model.base_dim differs \(8 there, 16 now\)"):
         train(tiny_cfg(setup, "model.base_dim=16"), setup[1], tmp_path / "run")
+
+
+def read_tensorboard(folder: Path) -> dict[str, list]:
+    """{tag: [(step, value or "image")]} from tensorboardX event files (TFRecord framing)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    tags: dict[str, list] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4  # length, its crc, payload, its crc
+            for value in event.summary.value:
+                kind = value.simple_value if value.HasField("simple_value") else value.WhichOneof("value")
+                tags.setdefault(value.tag, []).append((event.step, kind))
+    return tags
+
+
+def test_tensorboard_gets_loss_lr_grad_norm_throughput_and_previews(straight_run):
+    _, run, result = straight_run
+    tags = read_tensorboard(run / "tensorboard")
+    assert [(step, pytest.approx(loss)) for step, loss in tags["train/loss"]] == sorted(result.losses.items())
+    assert [lr for _, lr in tags["train/lr"]] == pytest.approx([0.0, 5e-5, 1e-4, 1e-4])  # 2 warmup steps
+    assert all(v > 0 for _, v in tags["train/grad_norm"] + tags["train/samples_per_s"])
+    assert tags["preview/conditioning_image"] == [(4, "image")] and tags["preview/frames"] == [(4, "image")]
