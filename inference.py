@@ -65,13 +65,15 @@ def settings_from(args, cfg, pipe):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from fashionflow.config import ConfigError
+    from fashionflow.encoders import MissingWeightsError
     from fashionflow.generate import collect_sources, generate_all, quiet_libraries
     from fashionflow.pipeline import load_pipeline
 
     quiet_libraries()
     checkpoint = Path(args.checkpoint)
     is_demo = checkpoint.resolve() == Path(DEMO_CHECKPOINT).resolve()
-    if not (checkpoint / "model_index.json").is_file():
+    if not checkpoint.is_dir():
         hint = ("build the demo model first (README, section demo)" if is_demo else
                 "give a pipeline folder from training or `python -m fashionflow.assemble`")
         print(f"error: no FashionFlow pipeline at {checkpoint}: {hint}", file=sys.stderr)
@@ -82,7 +84,11 @@ def main(argv=None) -> int:
         print("error: no inputs to process", file=sys.stderr)
         return 1
 
-    pipe, cfg = load_pipeline(checkpoint, sampler=args.sampler or (cfg_sampler(checkpoint)), device=args.device)
+    try:
+        pipe, cfg = load_pipeline(checkpoint, sampler=args.sampler or cfg_sampler(checkpoint), device=args.device)
+    except (FileNotFoundError, MissingWeightsError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if is_demo:
         print("note: checkpoint/demo is a tiny demo model trained briefly on CPU; its videos will not look real")
     settings = settings_from(args, cfg, pipe)

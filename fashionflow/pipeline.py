@@ -218,13 +218,27 @@ def save_pipeline(pipe: FashionFlowPipeline, folder: str | os.PathLike, cfg: Opt
 
 def load_pipeline(folder: str | os.PathLike, sampler: Optional[str] = None, device=None
                   ) -> tuple[FashionFlowPipeline, Optional[FashionFlowConfig]]:
-    """A pipeline folder -> (pipeline, the config saved with it or None); `sampler` swaps the scheduler."""
+    """A pipeline folder -> (pipeline, the config saved with it or None); `sampler` swaps the scheduler.
+
+    A folder with only unet/, adapter/ and config.yaml (a converted checkpoint, or a training
+    checkpoint written without encoders) also loads: the VAE and CLIP then come from the
+    config's `encoders.*` (MissingWeightsError says what to download when they are absent).
+    """
     folder = Path(folder)
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a FashionFlow pipeline folder (no model_index.json); "
-                                "build one with `python -m fashionflow.assemble` or by training")
-    pipe = FashionFlowPipeline.from_pretrained(folder, low_cpu_mem_usage=False)
     cfg = load_config(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else None
+    if (folder / "model_index.json").is_file():
+        pipe = FashionFlowPipeline.from_pretrained(folder, low_cpu_mem_usage=False)
+    elif cfg is not None and all((folder / part / "config.json").is_file() for part in ("unet", "adapter")):
+        from fashionflow.encoders import load_image_encoder, load_vae
+
+        unet = SpaceTimeUNet.from_pretrained(folder / "unet", low_cpu_mem_usage=False)
+        adapter = ImageConditionAdapter.from_pretrained(folder / "adapter", low_cpu_mem_usage=False)
+        image_encoder, processor = load_image_encoder(cfg.encoders)
+        pipe = FashionFlowPipeline.from_parts(cfg, unet, adapter, load_vae(cfg.encoders), image_encoder, processor)
+    else:
+        raise FileNotFoundError(f"{folder} is not a FashionFlow pipeline folder (no model_index.json, nor "
+                                "unet/, adapter/ and config.yaml); build one by training or with "
+                                "`python -m fashionflow.assemble`")
     if sampler is not None:
         pipe.scheduler = switch_sampler(pipe.scheduler, sampler)
     if device is not None:

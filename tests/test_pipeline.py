@@ -136,3 +136,13 @@ def test_assemble_builds_a_pipeline_folder_from_converted_weights(tmp_path, caps
     assert saved_cfg.encoders.vae == paths["vae"]
     torch.testing.assert_close(pipe.unet.state_dict(), unet.state_dict())
     assert assemble_main(base + ["--vae", paths["vae"]]) == 1 and "already exists" in capsys.readouterr().err
+
+    # the converted folder itself loads too, encoders from its config.yaml (hub ids here: offline)
+    from fashionflow.encoders import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError, match="encoders.image_encoder="):
+        load_pipeline(converted)
+    cfg.encoders.vae, cfg.encoders.vae_subfolder, cfg.encoders.image_encoder = paths["vae"], None, paths["image_encoder"]
+    save_config(cfg, converted / "config.yaml")
+    direct, _ = load_pipeline(converted, sampler="ddim")
+    assert type(direct.scheduler).__name__ == "DDIMScheduler" and direct.image_size == (128, 128)
