@@ -91,6 +91,7 @@ def main(argv=None) -> int:
         return 1
     if is_demo:
         print("note: checkpoint/demo is a tiny demo model trained briefly on CPU; its videos will not look real")
+    torch.backends.cudnn.benchmark = True  # every video has the same shapes
     settings = settings_from(args, cfg, pipe)
     print(f"{len(sources)} input(s), {settings.num_videos} video(s) each, {type(pipe.scheduler).__name__} "
           f"{settings.steps} steps, {settings.num_frames} frames, device {args.device}; writing to {args.output_dir}/")

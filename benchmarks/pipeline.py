@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest conv kernels
     config = args.config or ("configs/fashionflow.yaml" if device.type == "cuda" else "configs/tiny.yaml")
     cfg = load_config(Path(__file__).resolve().parents[1] / config if not Path(config).exists() else config,
                       args.override)

@@ -17,14 +17,16 @@ All functions take images as float [b, 3, H, W] in [0, 1]; latents are already m
 from __future__ import annotations
 
 import os
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 import torch
 from diffusers import AutoencoderKL
 from diffusers.utils.torch_utils import randn_tensor
-from transformers import CLIPImageProcessor, CLIPVisionModel
 
 from fashionflow.config import EncodersConfig
+
+if TYPE_CHECKING:  # imported where used: without torchvision, transformers announces its PIL fallback on import
+    from transformers import CLIPImageProcessor, CLIPVisionModel
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -68,8 +70,10 @@ def load_vae(enc_cfg: EncodersConfig, device=None, dtype: Optional[torch.dtype] 
 
 
 def load_image_encoder(enc_cfg: EncodersConfig, device=None, dtype: Optional[torch.dtype] = None
-                       ) -> tuple[CLIPVisionModel, CLIPImageProcessor]:
+                       ) -> tuple["CLIPVisionModel", "CLIPImageProcessor"]:
     """CLIP vision tower and its image processor from `encoders.image_encoder`, frozen."""
+    from transformers import CLIPImageProcessor, CLIPVisionModel
+
     source = enc_cfg.image_encoder
     try:
         model = CLIPVisionModel.from_pretrained(source, dtype=dtype)
@@ -165,7 +169,7 @@ def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, enc_cfg: EncodersC
 # --- CLIP ---------------------------------------------------------------------------------
 
 @torch.no_grad()
-def clip_pixel_values(processor: CLIPImageProcessor, images01: torch.Tensor, preprocessing: str) -> torch.Tensor:
+def clip_pixel_values(processor: "CLIPImageProcessor", images01: torch.Tensor, preprocessing: str) -> torch.Tensor:
     """[b, 3, H, W] in [0, 1] -> the processor's pixel_values [b, 3, S, S] (resize, crop, normalise).
 
     Released: the float [0, 1] image goes in as is and the processor divides by 255 once more.
@@ -180,7 +184,7 @@ def clip_pixel_values(processor: CLIPImageProcessor, images01: torch.Tensor, pre
 
 
 @torch.no_grad()
-def clip_hidden_states(image_encoder: CLIPVisionModel, processor: CLIPImageProcessor, images01: torch.Tensor,
+def clip_hidden_states(image_encoder: "CLIPVisionModel", processor: "CLIPImageProcessor", images01: torch.Tensor,
                        preprocessing: str) -> torch.Tensor:
     """[b, 3, H, W] in [0, 1] -> CLIP's last_hidden_state [b, 50, C] (C = 768 for ViT-B/32)."""
     pixels = clip_pixel_values(processor, images01, preprocessing)
