@@ -12,6 +12,7 @@ Video j of the run (in input order) is seeded with `seed + j`, whatever the devi
 
 from __future__ import annotations
 
+import glob
 import random
 import sys
 import time
@@ -96,8 +97,8 @@ def conditioning_image(source: Source, height: int, width: int, resize: str, rng
 
 def first_free_index(output_dir: Path, name: str) -> int:
     """The first K with no NAME_K.mp4 already in `output_dir` after all existing ones."""
-    taken = [int(p.stem.rsplit("_", 1)[1]) for p in output_dir.glob(f"{name}_*.mp4")
-             if p.stem.rsplit("_", 1)[1].isdigit()]
+    taken = [int(p.stem.rsplit("_", 1)[1]) for p in output_dir.glob(f"{glob.escape(name)}_*.mp4")
+             if p.stem.rsplit("_", 1)[0] == name and p.stem.rsplit("_", 1)[1].isdigit()]
     return max(taken) + 1 if taken else 0
 
 

@@ -78,6 +78,13 @@ def test_grey_palette_and_sixteen_bit_become_the_right_rgb(tmp_path):
 
     Image.fromarray(gradient()).convert("P", palette=Image.ADAPTIVE, colors=16).save(tmp_path / "palette.png")
     check(load_image(tmp_path / "palette.png", H, W))
+    Image.fromarray(gradient()).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    cmyk = load_image(tmp_path / "cmyk.jpg", H, W)
+    reference = load_image(tmp_path / "palette.png", H, W)
+    assert (cmyk - reference).abs().mean() < 0.05  # same picture, RGB again
+    la = np.stack([grey, np.full_like(grey, 255)], -1)
+    Image.fromarray(la, "LA").save(tmp_path / "grey_alpha.png")
+    torch.testing.assert_close(load_image(tmp_path / "grey_alpha.png", H, W), image)
 
 
 def test_transparency_is_composited_on_white(tmp_path):
