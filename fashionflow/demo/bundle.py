@@ -1,0 +1,68 @@
+"""Bundle a trained demo run: the pipeline folder `checkpoint/demo` and sample images.
+
+    python -m fashionflow.demo.bundle --run-checkpoint runs/demo/checkpoints/step-0001200 \
+        --dataset fashion_dataset/synthetic --output checkpoint/demo --images fashion_dataset/demo
+
+The training checkpoint is already a complete pipeline folder (EMA weights when EMA is on)
+plus its training state; the bundle keeps the pipeline only (loaded and saved again through
+`fashionflow.pipeline`, so it is known to load) and refuses to write more than `--max-mb`.
+The sample images are the first frames of the first held-out (test) clips, as PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fashionflow.synthetic import render_clip
+
+
+def folder_megabytes(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2 ** 20
+
+
+def bundle_pipeline(run_checkpoint: Path, output: Path, max_mb: float) -> float:
+    """Load the checkpoint's pipeline and save it (safetensors + config.yaml) to `output`; returns MB."""
+    from fashionflow.pipeline import load_pipeline, save_pipeline
+
+    pipe, cfg = load_pipeline(run_checkpoint)
+    save_pipeline(pipe, output, cfg)
+    size = folder_megabytes(output)
+    if size > max_mb:
+        raise SystemExit(f"{output} is {size:.1f} MB, more than --max-mb {max_mb}: use a smaller model")
+    return size
+
+
+def write_sample_images(dataset: Path, images: Path, count: int) -> list[Path]:
+    """First frames of the first `count` test clips of a synthetic dataset, as PNG files."""
+    from fashionflow.video_io import write_image
+
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    clips = [c for c in manifest["clips"] if c["split"] == "test"][:count]
+    written = []
+    for clip in clips:
+        frame = render_clip(clip["seed"], 1, manifest["height"], manifest["width"]).frames[0]
+        written.append(write_image(images / f"{Path(clip['file']).stem}.png", frame))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-checkpoint", required=True, help="RUN/checkpoints/step-NNNNNNN from train.py")
+    parser.add_argument("--dataset", default="fashion_dataset/synthetic")
+    parser.add_argument("--output", default="checkpoint/demo")
+    parser.add_argument("--images", default="fashion_dataset/demo")
+    parser.add_argument("--num-images", type=int, default=3)
+    parser.add_argument("--max-mb", type=float, default=25.0)
+    args = parser.parse_args(argv)
+    size = bundle_pipeline(Path(args.run_checkpoint), Path(args.output), args.max_mb)
+    print(f"wrote the pipeline to {args.output} ({size:.1f} MB)")
+    for path in write_sample_images(Path(args.dataset), Path(args.images), args.num_images):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
