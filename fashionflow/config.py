@@ -132,8 +132,10 @@ class SampleConfig:
     fps: int = 25
     decode_chunk_size: int = 8
     seed: int = 0
-    # released inference clamps the decoder output of [0, 1]-trained models to [0, 1]
-    output_range: Literal["clamp01", "from_minus1"] = "clamp01"
+    # decoder output -> [0, 1]: auto follows encoders.preprocessing (released: clamp to [0, 1],
+    # as the released inference; correct: x / 2 + 0.5). The released training-time sampler's
+    # x / 2 + 0.5 on [0, 1]-trained models is available as from_minus1.
+    output_range: Literal["auto", "clamp01", "from_minus1"] = "auto"
 
 
 @dataclass
@@ -293,7 +295,14 @@ def config_to_dict(cfg: FashionFlowConfig) -> dict:
 
 
 def config_to_yaml(cfg: FashionFlowConfig) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    """Block-style sections, one `key: value` per line, lists inline."""
+    lines = []
+    for section, values in config_to_dict(cfg).items():
+        lines.append(f"{section}:")
+        for key, value in values.items():
+            text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+            lines.append(f"  {key}: {text.removesuffix(chr(10) + '...').removesuffix('...').strip()}")
+    return "\n".join(lines) + "\n"
 
 
 def save_config(cfg: FashionFlowConfig, path: str | os.PathLike) -> None:

@@ -197,13 +197,11 @@ class FashionFlowPipeline(DiffusionPipeline):
 
 
 def resolve_output_range(cfg: FashionFlowConfig) -> str:
-    """Released preprocessing: `sample.output_range` (released inference clamps to [0, 1]).
-
-    Correct preprocessing feeds the VAE [-1, 1], so its outputs are mapped back with x / 2 + 0.5.
-    """
-    if cfg.encoders.preprocessing == "released":
-        return cfg.sample.output_range
-    return output_range_for(cfg.encoders.preprocessing)
+    """`sample.output_range`, where `auto` follows the preprocessing: released ([0, 1] VAE
+    inputs) clamps to [0, 1] like the released inference; correct ([-1, 1]) maps x / 2 + 0.5."""
+    if cfg.sample.output_range == "auto":
+        return output_range_for(cfg.encoders.preprocessing)
+    return cfg.sample.output_range
 
 
 def save_pipeline(pipe: FashionFlowPipeline, folder: str | os.PathLike, cfg: Optional[FashionFlowConfig] = None

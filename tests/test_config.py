@@ -55,3 +55,11 @@ def test_unknown_key_in_a_preset_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_output_range_auto_follows_the_preprocessing_and_explicit_values_win():
+    from fashionflow.pipeline import resolve_output_range
+
+    assert resolve_output_range(load_config(None)) == "clamp01"  # released inference clamps to [0, 1]
+    assert resolve_output_range(load_config(None, ["encoders.preprocessing=correct"])) == "from_minus1"
+    assert resolve_output_range(load_config(None, ["sample.output_range=from_minus1"])) == "from_minus1"
