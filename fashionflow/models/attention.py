@@ -13,6 +13,8 @@ from einops import rearrange
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from fashionflow.models.layers import pointwise_conv
+
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias) v through `scaled_dot_product_attention`.
@@ -109,12 +111,12 @@ class TokenShiftFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[b, c, f, h, w] -> [b, c, f, h, w] (without the residual)."""
-        x, gate = self.proj_in(x).chunk(2, dim=1)
+        x, gate = pointwise_conv(x, self.proj_in.weight).chunk(2, dim=1)
         x = x * F.gelu(gate)
         # torch.chunk: the first part takes the odd channel, as in the released shift_token
         keep, shift = x.chunk(2, dim=1)
         shift = F.pad(shift, (0, 0, 0, 0, 1, -1))  # frame t gets frame t-1; frame 0 gets zeros
-        return self.proj_out(self.norm(torch.cat((keep, shift), dim=1)))
+        return pointwise_conv(self.norm(torch.cat((keep, shift), dim=1)), self.proj_out.weight)
 
 
 class SpatioTemporalAttention(nn.Module):
@@ -176,4 +178,4 @@ class ImageCrossAttention(nn.Module):
         hidden, gate = self.ff_in(self.ff_norm(tokens)).chunk(2, dim=-1)
         tokens = tokens + self.ff_out(hidden * F.gelu(gate))
         x = rearrange(tokens, "b (f h w) c -> b c f h w", f=f, h=h)
-        return F.conv3d(x, self.proj_out.weight.unsqueeze(2), self.proj_out.bias)
+        return pointwise_conv(x, self.proj_out.weight, self.proj_out.bias)
