@@ -50,6 +50,15 @@ def test_identical_sets_give_zero(n):
     assert frechet_distance(mu, sigma, mu, sigma) <= 1e-6 * scale
 
 
+@pytest.mark.parametrize("n1, n2", [(5, 7), (40, 30), (200, 150)])  # below and above d = 32
+def test_features_path_equals_sqrtm_path(n1, n2):
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(n1, 32)), rng.normal(0.2, 1.3, size=(n2, 32))
+    via_sqrtm = frechet_distance(*feature_statistics(x), *feature_statistics(y))
+    assert frechet_distance_from_features(x, y) == pytest.approx(via_sqrtm, rel=1e-6)
+    assert frechet_distance_from_features(x, x) <= 1e-9 * np.trace(np.cov(x, rowvar=False))
+
+
 def test_near_singular_covariances_stay_finite_and_real():
     rng = np.random.default_rng(3)
     s1, s2 = random_spd(50, rng, rank=4), random_spd(50, rng, rank=4)

@@ -66,5 +66,22 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, imaginary_tole
 
 
 def frechet_distance_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
-    """Fréchet distance between two feature sets [n1, d] and [n2, d]."""
-    return frechet_distance(*feature_statistics(features1), *feature_statistics(features2))
+    """Fréchet distance between two feature sets [n1, d] and [n2, d] (n >= 2 each).
+
+    With fewer samples than dimensions (FVD on 100 clips, FID on a few frames) the covariances
+    are S1 = A^T A and S2 = B^T B with A, B the centred features over sqrt(n - 1); the non-zero
+    eigenvalues of S1 S2 are the squared singular values of A B^T, so tr (S1 S2)^(1/2) is its
+    nuclear norm: exact, and O(n1 n2 d) instead of a d x d sqrtm. Otherwise: frechet_distance.
+    """
+    x, y = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"features must be [n, d] with the same d, got {x.shape} and {y.shape}")
+    if min(len(x), len(y)) < 2:
+        raise ValueError(f"need at least 2 feature vectors in each set, got {len(x)} and {len(y)}")
+    if min(len(x), len(y)) > x.shape[1]:
+        return frechet_distance(*feature_statistics(x), *feature_statistics(y))
+    mu1, mu2 = x.mean(axis=0), y.mean(axis=0)
+    a, b = (x - mu1) / np.sqrt(len(x) - 1), (y - mu2) / np.sqrt(len(y) - 1)
+    trace_sqrt = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    distance = (mu1 - mu2) @ (mu1 - mu2) + (a * a).sum() + (b * b).sum() - 2.0 * trace_sqrt
+    return float(max(distance, 0.0))

@@ -10,13 +10,8 @@ Both return one value per frame; identical frames give SSIM 1 and PSNR inf.
 from __future__ import annotations
 
 import numpy as np
+import scipy.ndimage
 import torch
-import torch.nn.functional as F
-from einops import rearrange
-
-
-def _frames_tensor(frames: np.ndarray) -> torch.Tensor:
-    return rearrange(torch.as_tensor(np.asarray(frames)).double(), "f h w c -> f c h w")
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
@@ -35,14 +30,18 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 def ssim_per_frame(frames1: np.ndarray, frames2: np.ndarray, data_range: float = 255.0,
                    window: int = 11, sigma: float = 1.5) -> np.ndarray:
     """SSIM of each frame pair: uint8 (or float in [0, data_range]) [f, h, w, 3] twice -> [f]."""
-    _check_pair(np.asarray(frames1), np.asarray(frames2))
-    x, y = _frames_tensor(frames1), _frames_tensor(frames2)
-    if min(x.shape[-2:]) < window:
-        raise ValueError(f"SSIM needs frames of at least {window}x{window} pixels, got {tuple(x.shape[-2:])}")
-    kernel = gaussian_window(window, sigma)[None, None].repeat(3, 1, 1, 1)  # depthwise, per channel
+    x, y = np.asarray(frames1, np.float64), np.asarray(frames2, np.float64)
+    _check_pair(x, y)
+    if min(x.shape[1:3]) < window:
+        raise ValueError(f"SSIM needs frames of at least {window}x{window} pixels, got {x.shape[1:3]}")
+    g = gaussian_window(window, sigma).numpy()
+    g1 = g.sum(axis=0)  # the separable 1-D factor
+    crop = window // 2
 
-    def blur(t):
-        return F.conv2d(t, kernel, groups=3)
+    def blur(t):  # Gaussian-weighted local mean over the valid region (float64, separable)
+        t = scipy.ndimage.correlate1d(t, g1, axis=1, mode="constant")
+        t = scipy.ndimage.correlate1d(t, g1, axis=2, mode="constant")
+        return t[:, crop:t.shape[1] - crop, crop:t.shape[2] - crop]
 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mu_x, mu_y = blur(x), blur(y)
@@ -50,7 +49,7 @@ def ssim_per_frame(frames1: np.ndarray, frames2: np.ndarray, data_range: float =
     var_y = blur(y * y) - mu_y ** 2
     cov = blur(x * y) - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
-    return ssim_map.mean(dim=(1, 2, 3)).numpy()
+    return ssim_map.mean(axis=(1, 2, 3))
 
 
 def psnr_per_frame(frames1: np.ndarray, frames2: np.ndarray, data_range: float = 255.0) -> np.ndarray:
