@@ -9,7 +9,9 @@ the number of videos and clips behind each figure. Protocols: docs/evaluation.md
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from fashionflow.metrics.evaluation import ALL_METRICS, EvalSettings, Networks, evaluate_folders, markdown_table, write_results
 
@@ -26,6 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vfid-frames", type=int, default=60, help="VFID-I3D clip length (up to)")
     p.add_argument("--paired-skip-frames", type=int, default=0,
                    help="leave the first N frames out of SSIM/PSNR/LPIPS (1: the conditioning frame)")
+    p.add_argument("--real-offsets", help="JSON {video stem: first frame} to start each real video at "
+                   "(e.g. the conditioning frame of the generated video)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--is-splits", type=int, default=10)
@@ -36,6 +40,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lpips-backbone", help="torchvision AlexNet checkpoint (alexnet-owt-7be5be79.pth)")
     p.add_argument("--lpips-weights", help="lpips v0.1 alex.pth (default: from the lpips package)")
     return p.parse_args(argv)
+
+
+def read_offsets(path: str | None) -> dict[str, int]:
+    if not path:
+        return {}
+    try:
+        offsets = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"--real-offsets {path}: {error}") from None
+    if not isinstance(offsets, dict) or not all(isinstance(v, int) and v >= 0 for v in offsets.values()):
+        raise ValueError(f"--real-offsets {path}: expected a JSON object of video stem -> frame index >= 0")
+    return offsets
 
 
 def _cuda() -> bool:
@@ -49,7 +65,8 @@ def main(argv=None) -> int:
         settings = EvalSettings(
             metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), num_frames=args.num_frames,
             clips_per_video=args.clips_per_video, vfid_frames=args.vfid_frames,
-            paired_skip_frames=args.paired_skip_frames, batch_size=args.batch_size, device=args.device,
+            paired_skip_frames=args.paired_skip_frames, real_offsets=read_offsets(args.real_offsets),
+            batch_size=args.batch_size, device=args.device,
             is_splits=args.is_splits, seed=args.seed, i3d_weights=args.i3d_weights,
             inception_weights=args.inception_weights, c3d_weights=args.c3d_weights,
             lpips_backbone=args.lpips_backbone, lpips_weights=args.lpips_weights)

@@ -215,7 +215,7 @@ def test_i3d_shapes_and_small_input_error():
 
 def test_evaluate_cli_on_paired_metrics_and_a_broken_file(tmp_path, capsys):
     from evaluate import main
-    from fashionflow.video_io import write_mp4
+    from fashionflow.video_io import read_video, write_mp4
 
     rng = np.random.default_rng(7)
     (tmp_path / "gen").mkdir(), (tmp_path / "real").mkdir()
@@ -236,6 +236,16 @@ def test_evaluate_cli_on_paired_metrics_and_a_broken_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.mp4" in err and "no real video named lonely" in err and "only 2 video pairs" in err
     assert "| psnr |" in (tmp_path / "out" / "metrics.md").read_text()
+    # real videos can start later (at the conditioning frame): generated a = real a from frame 2 on
+    write_mp4(tmp_path / "gen" / "a.mp4", read_video(tmp_path / "real" / "a.mp4")[0][2:], quality=10)
+    (tmp_path / "offsets.json").write_text(json.dumps({"a": 2}))
+    psnr = {}
+    for offsets in ([], ["--real-offsets", str(tmp_path / "offsets.json")]):
+        main(["--generated", str(tmp_path / "gen"), "--real", str(tmp_path / "real"), "--metrics", "psnr",
+              "--output-dir", str(tmp_path / "out"), "--device", "cpu", *offsets])
+        psnr[bool(offsets)] = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]["psnr"]
+    assert psnr[True]["per_video"]["a"] > psnr[False]["per_video"]["a"] + 10  # aligned vs shifted by 2 frames
+    assert psnr[True]["generated_videos"] == 2
     # a metric whose weights cannot be had fails before any video is read, naming the flag
     assert main(["--generated", str(tmp_path / "gen"), "--real", str(tmp_path / "real"), "--metrics", "is",
                  "--output-dir", str(tmp_path / "out2"), "--device", "cpu"]) == 2

@@ -44,6 +44,7 @@ class EvalSettings:
     clips_per_video: int = 1  # consecutive non-overlapping clips from the first frame
     vfid_frames: int = 60  # VFID-I3D clip length: up to this many frames from the first
     paired_skip_frames: int = 0  # leave out the first frames of each pair (e.g. 1: the conditioning frame)
+    real_offsets: dict[str, int] = field(default_factory=dict)  # real video stem -> its first frame to use
     batch_size: int = 8
     device: str = "cpu"
     is_splits: int = 10
@@ -165,9 +166,9 @@ def _frames_needed(settings: EvalSettings) -> int:
     return need
 
 
-def _load(path: Path, max_frames: int | None, skipped: list[dict], log) -> np.ndarray | None:
+def _load(path: Path, max_frames: int | None, skipped: list[dict], log, start: int = 0) -> np.ndarray | None:
     try:
-        return load_frames(path, max_frames)
+        return load_frames(path, max_frames, start)
     except (VideoReadError, OSError, ValueError) as error:
         log(f"skipping {path}: {error}")
         skipped.append({"path": str(path), "reason": str(error)})
@@ -216,7 +217,7 @@ def summarise(settings: EvalSettings, gen: FeatureSet, real: FeatureSet, pairs: 
                                              f"{settings.is_splits} splits): the score is biased low")
         else:
             values = [scores[metric] for scores in pairs.values() if metric in scores]
-            entry.update(real_videos=len(values), generated_samples=sum(s["frames"] for s in pairs.values()),
+            entry.update(generated_videos=len(values), real_videos=len(values), generated_samples=sum(s["frames"] for s in pairs.values()),
                          sample="frame pairs", per_video={n: s[metric] for n, s in pairs.items() if metric in s})
             entry["value"] = float(np.mean(values)) if values else None
             if not values:
@@ -247,7 +248,8 @@ def evaluate_folders(generated_dir, real_dir, settings: EvalSettings, nets: Netw
         if unpaired:
             add_video_features(gen, name, frames[:need], nets, settings, generated=True)
         if paired and name in real_paths:
-            real_frames = _load(real_paths[name], max(need, len(frames)), skipped, log)
+            real_frames = _load(real_paths[name], max(need, len(frames)), skipped, log,
+                                settings.real_offsets.get(name, 0))
             real_done.add(name)
             if real_frames is None:
                 continue
@@ -262,7 +264,8 @@ def evaluate_folders(generated_dir, real_dir, settings: EvalSettings, nets: Netw
             log(f"no real video named {name} in {real_dir}: left out of the paired metrics")
     if needs_real:
         for name, path in real_paths.items():
-            if name not in real_done and (frames := _load(path, need, skipped, log)) is not None:
+            frames = None if name in real_done else _load(path, need, skipped, log, settings.real_offsets.get(name, 0))
+            if frames is not None:
                 add_video_features(real, name, frames, nets, settings, generated=False)
     return {"metrics": summarise(settings, gen, real, pairs), "settings": asdict(settings),
             "generated_dir": str(generated_dir), "real_dir": str(real_dir), "skipped": skipped}

@@ -19,14 +19,14 @@ from einops import rearrange
 from fashionflow.video_io import VideoReadError, read_video
 
 
-def load_frames(path: str | os.PathLike, max_frames: int | None) -> np.ndarray:
-    """The first `max_frames` frames (all of a shorter video) as uint8 [f, h, w, 3]; raises VideoReadError."""
+def load_frames(path: str | os.PathLike, max_frames: int | None, start: int = 0) -> np.ndarray:
+    """Frames [start, start + max_frames) (fewer if the video ends) as uint8 [f, h, w, 3]; raises VideoReadError."""
     try:
-        frames, _ = read_video(path, 0, max_frames)
+        frames, _ = read_video(path, start, max_frames)
     except VideoReadError:
         if max_frames is None:
             raise
-        frames, _ = read_video(path, 0, None)  # shorter than asked: keep what there is
+        frames, _ = read_video(path, start, None)  # shorter than asked: keep what there is
     return frames[:max_frames] if max_frames else frames
 
 
