@@ -225,16 +225,17 @@ def test_evaluate_cli_on_paired_metrics_and_a_broken_file(tmp_path, capsys):
         write_mp4(tmp_path / "gen" / f"{name}.mp4", real if name == "a" else 255 - real, quality=10)
     (tmp_path / "gen" / "broken.mp4").write_bytes(b"not a video")
     (tmp_path / "gen" / "lonely.mp4").write_bytes((tmp_path / "gen" / "a.mp4").read_bytes())
+    (tmp_path / "gen" / "b_1.mp4").write_bytes((tmp_path / "gen" / "b.mp4").read_bytes())  # inference.py's NAME_K
     code = main(["--generated", str(tmp_path / "gen"), "--real", str(tmp_path / "real"), "--metrics", "ssim,psnr",
                  "--output-dir", str(tmp_path / "out"), "--device", "cpu"])
     assert code == 0
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())
     ssim = result["metrics"]["ssim"]
-    assert ssim["real_videos"] == 2 and ssim["generated_samples"] == 12
-    assert ssim["per_video"]["a"] > 0.9 > ssim["per_video"]["b"]
+    assert ssim["generated_videos"] == 3 and ssim["real_videos"] == 2 and ssim["generated_samples"] == 18
+    assert ssim["per_video"]["a"] > 0.9 > ssim["per_video"]["b"] == ssim["per_video"]["b_1"]
     assert [s["path"].endswith("broken.mp4") for s in result["skipped"]] == [True]
     err = capsys.readouterr().err
-    assert "broken.mp4" in err and "no real video named lonely" in err and "only 2 video pairs" in err
+    assert "broken.mp4" in err and "no real video named lonely" in err and "only 3 video pairs" in err
     assert "| psnr |" in (tmp_path / "out" / "metrics.md").read_text()
     # real videos can start later (at the conditioning frame): generated a = real a from frame 2 on
     write_mp4(tmp_path / "gen" / "a.mp4", read_video(tmp_path / "real" / "a.mp4")[0][2:], quality=10)
@@ -245,7 +246,7 @@ def test_evaluate_cli_on_paired_metrics_and_a_broken_file(tmp_path, capsys):
               "--output-dir", str(tmp_path / "out"), "--device", "cpu", *offsets])
         psnr[bool(offsets)] = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]["psnr"]
     assert psnr[True]["per_video"]["a"] > psnr[False]["per_video"]["a"] + 10  # aligned vs shifted by 2 frames
-    assert psnr[True]["generated_videos"] == 2
+    assert psnr[True]["generated_videos"] == 3
     # a metric whose weights cannot be had fails before any video is read, naming the flag
     assert main(["--generated", str(tmp_path / "gen"), "--real", str(tmp_path / "real"), "--metrics", "is",
                  "--output-dir", str(tmp_path / "out2"), "--device", "cpu"]) == 2

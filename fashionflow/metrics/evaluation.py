@@ -3,8 +3,8 @@
 Unpaired metrics compare the two sets as distributions: FVD (I3D logits of `num_frames`-frame
 clips), VFID-I3D (I3D Mixed_5c features of clips of up to `vfid_frames` frames), FID and KID
 (Inception features of the frames of the FVD clips) and IS (C3D, generated clips only). Paired
-metrics compare each generated video with the real video of the same file stem, frame by frame:
-SSIM, PSNR, LPIPS. Every figure carries the number of videos and samples behind it and warnings
+metrics compare each generated video with the real video of the same file stem (or, for
+inference.py's `NAME_K.mp4`, with `NAME`), frame by frame: SSIM, PSNR, LPIPS. Every figure carries the number of videos and samples behind it and warnings
 where that number is too small for a stable estimate. A video that cannot be read is reported
 on one line and left out; the others are still evaluated.
 """
@@ -44,7 +44,7 @@ class EvalSettings:
     clips_per_video: int = 1  # consecutive non-overlapping clips from the first frame
     vfid_frames: int = 60  # VFID-I3D clip length: up to this many frames from the first
     paired_skip_frames: int = 0  # leave out the first frames of each pair (e.g. 1: the conditioning frame)
-    real_offsets: dict[str, int] = field(default_factory=dict)  # real video stem -> its first frame to use
+    real_offsets: dict[str, int] = field(default_factory=dict)  # generated or real stem -> real video's first frame
     batch_size: int = 8
     device: str = "cpu"
     is_splits: int = 10
@@ -217,7 +217,8 @@ def summarise(settings: EvalSettings, gen: FeatureSet, real: FeatureSet, pairs: 
                                              f"{settings.is_splits} splits): the score is biased low")
         else:
             values = [scores[metric] for scores in pairs.values() if metric in scores]
-            entry.update(generated_videos=len(values), real_videos=len(values), generated_samples=sum(s["frames"] for s in pairs.values()),
+            entry.update(generated_videos=len(values), real_videos=len({s["real"] for s in pairs.values()}),
+                         generated_samples=sum(s["frames"] for s in pairs.values()),
                          sample="frame pairs", per_video={n: s[metric] for n, s in pairs.items() if metric in s})
             entry["value"] = float(np.mean(values)) if values else None
             if not values:
@@ -226,6 +227,14 @@ def summarise(settings: EvalSettings, gen: FeatureSet, real: FeatureSet, pairs: 
                 entry["warnings"].append(f"only {len(values)} video pairs")
         out[metric] = entry
     return out
+
+
+def matching_real_name(generated_name: str, real_names) -> str | None:
+    """The real video a generated one pairs with: the same stem, else the stem without inference.py's `_K`."""
+    if generated_name in real_names:
+        return generated_name
+    base, _, index = generated_name.rpartition("_")
+    return base if index.isdigit() and base in real_names else None
 
 
 def evaluate_folders(generated_dir, real_dir, settings: EvalSettings, nets: Networks | None = None,
@@ -241,30 +250,31 @@ def evaluate_folders(generated_dir, real_dir, settings: EvalSettings, nets: Netw
     needs_real = bool(set(settings.metrics) & {"fvd", "vfid_i3d", "fid", "kid"})
     need = _frames_needed(settings)
     gen, real, pairs, skipped, real_done = FeatureSet(), FeatureSet(), {}, [], set()
+    offset = lambda gen_name, real_name: settings.real_offsets.get(gen_name, settings.real_offsets.get(real_name, 0))
     for name, path in generated_paths.items():
         frames = _load(path, None if paired else need, skipped, log)
         if frames is None:
             continue
         if unpaired:
             add_video_features(gen, name, frames[:need], nets, settings, generated=True)
-        if paired and name in real_paths:
-            real_frames = _load(real_paths[name], max(need, len(frames)), skipped, log,
-                                settings.real_offsets.get(name, 0))
-            real_done.add(name)
+        real_name = matching_real_name(name, real_paths)
+        if paired and real_name is not None:
+            real_frames = _load(real_paths[real_name], max(need, len(frames)), skipped, log, offset(name, real_name))
             if real_frames is None:
                 continue
             try:
-                pairs[name] = paired_scores(frames, real_frames, nets, settings)
+                pairs[name] = {"real": real_name, **paired_scores(frames, real_frames, nets, settings)}
             except ValueError as error:
                 log(f"skipping pair {name}: {error}")
                 skipped.append({"path": str(path), "reason": str(error)})
-            if needs_real:
-                add_video_features(real, name, real_frames[:need], nets, settings, generated=False)
+            if needs_real and real_name not in real_done:
+                add_video_features(real, real_name, real_frames[:need], nets, settings, generated=False)
+            real_done.add(real_name)
         elif paired:
             log(f"no real video named {name} in {real_dir}: left out of the paired metrics")
     if needs_real:
         for name, path in real_paths.items():
-            frames = None if name in real_done else _load(path, need, skipped, log, settings.real_offsets.get(name, 0))
+            frames = None if name in real_done else _load(path, need, skipped, log, offset(name, name))
             if frames is not None:
                 add_video_features(real, name, frames, nets, settings, generated=False)
     return {"metrics": summarise(settings, gen, real, pairs), "settings": asdict(settings),
