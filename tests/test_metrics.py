@@ -254,3 +254,33 @@ def test_evaluate_cli_on_paired_metrics_and_a_broken_file(tmp_path, capsys):
     assert main(["--generated", str(tmp_path / "gen"), "--real", str(tmp_path / "real"), "--metrics", "fvdd",
                  "--device", "cpu"]) == 2
     assert "unknown metric" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_evaluate_folders_runs_is_and_lpips_through_their_networks(tmp_path):
+    from fashionflow.metrics.evaluation import EvalSettings, Networks, evaluate_folders, write_results
+    from fashionflow.metrics.lpips import LPIPS
+    from fashionflow.video_io import write_mp4
+
+    class TinyC3D(torch.nn.Module):  # logits, not probabilities: evaluate applies the softmax
+        def forward(self, x):
+            assert x.shape[1:3] == (3, 16) and x.max() > 1.0  # [b, 3, 16, h, w] in [0, 255]
+            return torch.stack([x.mean(dim=(1, 2, 3, 4)) / 10.0, -x.mean(dim=(1, 2, 3, 4)) / 10.0], dim=-1)
+
+    rng = np.random.default_rng(9)
+    for folder in ("gen", "real"):
+        for i, level in enumerate((30, 220)):
+            frames = np.clip(rng.normal(level, 5, (17, 32, 32, 3)), 0, 255).astype(np.uint8)
+            write_mp4(tmp_path / folder / f"v{i}.mp4", frames, quality=10)
+    torch.manual_seed(0)
+    nets = Networks(c3d=TinyC3D(), lpips=LPIPS().eval())
+    settings = EvalSettings(metrics=("is", "lpips", "ssim"), is_splits=1, paired_skip_frames=1)
+    result = evaluate_folders(tmp_path / "gen", tmp_path / "real", settings, nets, log=lambda m: None)
+    metrics = result["metrics"]
+    probs = torch.tensor([[3.0, -3.0], [22.0, -22.0]]).softmax(-1).numpy()  # dark and bright videos' classes
+    assert metrics["is"]["generated_samples"] == 2
+    assert metrics["is"]["value"] == pytest.approx(inception_score(probs, 1)[0], rel=0.05) and metrics["is"]["value"] > 1
+    assert metrics["lpips"]["generated_samples"] == 32 and metrics["lpips"]["value"] > 0  # 2 x (17 - 1) frames
+    json_path, md_path = write_results(result, tmp_path / "out")
+    assert json.loads(json_path.read_text())["settings"]["paired_skip_frames"] == 1
+    assert "| lpips |" in md_path.read_text() and "fewer than 10 clips per split" in md_path.read_text()
