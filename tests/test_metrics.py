@@ -272,6 +272,7 @@ def test_evaluate_folders_runs_is_and_lpips_through_their_networks(tmp_path):
         for i, level in enumerate((30, 220)):
             frames = np.clip(rng.normal(level, 5, (17, 32, 32, 3)), 0, 255).astype(np.uint8)
             write_mp4(tmp_path / folder / f"v{i}.mp4", frames, quality=10)
+    write_mp4(tmp_path / "gen" / "short.mp4", np.zeros((5, 32, 32, 3), np.uint8))  # too short for a clip
     torch.manual_seed(0)
     nets = Networks(c3d=TinyC3D(), lpips=LPIPS().eval())
     settings = EvalSettings(metrics=("is", "lpips", "ssim"), is_splits=1, paired_skip_frames=1)
@@ -284,3 +285,4 @@ def test_evaluate_folders_runs_is_and_lpips_through_their_networks(tmp_path):
     json_path, md_path = write_results(result, tmp_path / "out")
     assert json.loads(json_path.read_text())["settings"]["paired_skip_frames"] == 1
     assert "| lpips |" in md_path.read_text() and "fewer than 10 clips per split" in md_path.read_text()
+    assert "1 video(s) shorter than 16 frames gave no clip: short" in metrics["is"]["warnings"][0]

@@ -100,6 +100,7 @@ class FeatureSet:
     vfid_i3d: list[np.ndarray] = field(default_factory=list)  # [1024] per clip
     inception: list[np.ndarray] = field(default_factory=list)  # [2048] per frame
     c3d: list[np.ndarray] = field(default_factory=list)  # [101] per clip
+    too_short: list[str] = field(default_factory=list)  # videos with fewer frames than one clip
 
 
 def _batched(model, inputs: list[torch.Tensor], batch_size: int, device: str) -> list[torch.Tensor]:
@@ -116,6 +117,8 @@ def add_video_features(features: FeatureSet, name: str, frames: np.ndarray, nets
     """Append the unpaired-metric features of one video (uint8 frames [f, h, w, 3])."""
     wanted, bs, device = set(settings.metrics), settings.batch_size, settings.device
     clips = split_clips(frames, settings.num_frames, settings.clips_per_video)
+    if not clips:
+        features.too_short.append(name)
     if "fvd" in wanted and clips:
         outs = _batched(nets.i3d, [i3d_clip_tensor(c) for c in clips], bs, device)
         features.fvd += [row for logits, _ in outs for row in logits.double().cpu().numpy()]
@@ -191,6 +194,10 @@ def summarise(settings: EvalSettings, gen: FeatureSet, real: FeatureSet, pairs: 
                "fid": ("inception", "frames"), "kid": ("inception", "frames")}
     for metric in settings.metrics:
         entry = {"generated_videos": len(gen.videos), "warnings": []}
+        short = gen.too_short + (real.too_short if metric != "is" else [])
+        if metric in ("fvd", "fid", "kid", "is") and short:
+            entry["warnings"].append(f"{len(short)} video(s) shorter than {settings.num_frames} frames gave no "
+                                     f"clip: {', '.join(short[:5])}{' ...' if len(short) > 5 else ''}")
         if metric in sources:
             attr, unit = sources[metric]
             g, r = np.array(getattr(gen, attr)), np.array(getattr(real, attr))
