@@ -27,13 +27,10 @@ VIDEO = "ubc_test_91BjuE6irxS.mp4"
 CLIPS, FRAMES = 2, 16
 
 
-@pytest.fixture(scope="module")
-def perturbed():
+@pytest.fixture
+def perturbed(fixtures_dir):
     """Two real 16-frame clips (every 2nd frame, 414x540) and copies: blurred, frames shuffled, noise."""
-    fixtures = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"  # as conftest's fixtures_dir
-    if not (fixtures / VIDEO).is_file():
-        pytest.skip(f"shared fixture {VIDEO} not found in {fixtures}")
-    frames, _ = read_video(fixtures / VIDEO, 0, 2 * CLIPS * FRAMES)
+    frames, _ = read_video(fixtures_dir / VIDEO, 0, 2 * CLIPS * FRAMES)
     frames = frames[::2]
     rng = np.random.default_rng(0)
     return {
