@@ -13,6 +13,7 @@ Video j of the run (in input order) is seeded with `seed + j`, whatever the devi
 from __future__ import annotations
 
 import glob
+import json
 import random
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from fashionflow.utils import atomic_write_text
 from fashionflow.images import ImageLoadError, frame_to_tensor, list_images, load_image, random_video_frame
 from fashionflow.video_io import VideoReadError, contact_sheet, list_videos, write_image, write_mp4
 
@@ -87,12 +89,23 @@ def collect_sources(images: list[str], dataset: Optional[str]) -> tuple[list[Sou
     return sources, failures
 
 
-def conditioning_image(source: Source, height: int, width: int, resize: str, rng: random.Random) -> torch.Tensor:
-    """float [3, height, width] in [0, 1]; ImageLoadError / VideoReadError with one line when unusable."""
+def conditioning_image(source: Source, height: int, width: int, resize: str, rng: random.Random
+                       ) -> tuple[torch.Tensor, Optional[int]]:
+    """(float [3, height, width] in [0, 1], index of the frame for a video source, else None);
+    ImageLoadError / VideoReadError with one line when unusable."""
     if source.is_video:
-        frame, _ = random_video_frame(source.path, rng)
-        return frame_to_tensor(frame, height, width, resize)
-    return load_image(source.path, height, width, resize)
+        frame, index = random_video_frame(source.path, rng)
+        return frame_to_tensor(frame, height, width, resize), index
+    return load_image(source.path, height, width, resize), None
+
+
+def record_conditioning_frame(output_dir: Path, video_name: str, frame_index: int) -> None:
+    """Add {NAME_K: frame index} to output_dir/conditioning_frames.json (what `evaluate.py
+    --real-offsets` reads to line a generated video up with the real continuation)."""
+    path = output_dir / "conditioning_frames.json"
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    table[video_name] = frame_index
+    atomic_write_text(path, json.dumps(table, indent=1, sort_keys=True) + "\n")
 
 
 def first_free_index(output_dir: Path, name: str) -> int:
@@ -117,7 +130,7 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
     written, failures, video_index, seconds = [], 0, 0, 0.0
     for source in sources:
         try:
-            image = conditioning_image(source, height, width, settings.resize, rng)
+            image, frame_index = conditioning_image(source, height, width, settings.resize, rng)
         except (ImageLoadError, VideoReadError) as error:
             warn(str(error))
             failures += 1
@@ -141,6 +154,8 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
                 warn(f"{output_dir / source.name}_{k}.mp4: cannot write ({error})")
                 failures += 1
                 continue
+            if frame_index is not None:
+                record_conditioning_frame(output_dir, f"{source.name}_{k}", frame_index)
             written.append(path)
             print(f"wrote {path}", flush=True)
     per_video = f"{seconds / len(written):.1f} s per video" if written else "no videos"

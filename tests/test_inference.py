@@ -1,5 +1,6 @@
 """inference.py end to end on a tiny pipeline folder: outputs, bad inputs, no silent overwrites, defaults."""
 
+import json
 import shutil
 import sys
 
@@ -80,6 +81,13 @@ def test_dataset_mode_uses_a_frame_of_each_video(checkpoint, tmp_path, fixtures_
     code = inference.main(["--checkpoint", str(checkpoint), "--dataset", str(videos), "--frames", "2",
                            "--output-dir", str(out)])
     assert code == 1 and sorted(p.name for p in out.glob("*.mp4")) == ["ubc_test_91BjuE6irxS_0.mp4"]
+    # the conditioning frame is recorded for evaluate.py --real-offsets, and it is that frame
+    offsets = json.loads((out / "conditioning_frames.json").read_text())
+    assert list(offsets) == ["ubc_test_91BjuE6irxS_0"] and 0 <= offsets["ubc_test_91BjuE6irxS_0"] <= 171
+    frame = read_video(videos / "ubc_test_91BjuE6irxS.mp4", offsets["ubc_test_91BjuE6irxS_0"], 1)[0][0]
+    written = np.asarray(Image.open(out / "ubc_test_91BjuE6irxS_0_input.png").convert("RGB"), dtype=np.float32)
+    expected = np.asarray(Image.fromarray(frame).resize(written.shape[1::-1], Image.BILINEAR), dtype=np.float32)
+    assert np.abs(written - expected).mean() < 3
 
 
 def test_defaults_use_the_demo_checkpoint_and_images(checkpoint, tmp_path, monkeypatch, capsys):
