@@ -23,11 +23,20 @@ def folder_megabytes(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2 ** 20
 
 
-def bundle_pipeline(run_checkpoint: Path, output: Path, max_mb: float) -> float:
-    """Load the checkpoint's pipeline and save it (safetensors + config.yaml) to `output`; returns MB."""
+def bundle_pipeline(run_checkpoint: Path, output: Path, max_mb: float, preset: Path | None = None) -> float:
+    """Load the checkpoint's pipeline and save it (safetensors + config.yaml) to `output`; returns MB.
+
+    `preset`: take the `sample` section (sampler, steps, frames, fps) from this config file
+    instead of the run's; sampling settings chosen after training do not touch the weights.
+    """
+    from fashionflow.config import load_config
+    from fashionflow.diffusion import switch_sampler
     from fashionflow.pipeline import load_pipeline, save_pipeline
 
     pipe, cfg = load_pipeline(run_checkpoint)
+    if preset is not None:
+        cfg.sample = load_config(preset).sample
+        pipe.scheduler = switch_sampler(pipe.scheduler, cfg.sample.sampler)
     save_pipeline(pipe, output, cfg)
     size = folder_megabytes(output)
     if size > max_mb:
@@ -56,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default="fashion_dataset/demo")
     parser.add_argument("--num-images", type=int, default=3)
     parser.add_argument("--max-mb", type=float, default=25.0)
+    parser.add_argument("--config", default="configs/demo.yaml", help="the bundle's sampling settings (section sample)")
     args = parser.parse_args(argv)
-    size = bundle_pipeline(Path(args.run_checkpoint), Path(args.output), args.max_mb)
+    size = bundle_pipeline(Path(args.run_checkpoint), Path(args.output), args.max_mb, Path(args.config))
     print(f"wrote the pipeline to {args.output} ({size:.1f} MB)")
     for path in write_sample_images(Path(args.dataset), Path(args.images), args.num_images):
         print(f"wrote {path}")

@@ -1,0 +1,93 @@
+"""The bundled demo: default inference end to end, the bundle's promises, the quality measures."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashionflow.demo import quality
+from fashionflow.demo.evaluate_demo import clip_metrics, markdown_table, summarise, verdict
+from fashionflow.synthetic import render_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "checkpoint" / "demo"
+DEMO_IMAGES = ROOT / "fashion_dataset" / "demo"
+
+
+# --- quality measures ----------------------------------------------------------------------
+
+def test_psnr_and_motion_match_their_formulas():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + 10, 0, 255).astype(np.uint8)
+    mse = np.mean((a.astype(float) - b) ** 2)
+    assert quality.psnr(a, b) == pytest.approx(10 * np.log10(255 ** 2 / mse))
+    assert quality.psnr(a, a) == float("inf")
+    assert quality.motion(a) == pytest.approx(np.abs(np.diff(a.astype(float), axis=0)).mean())
+    assert quality.motion(np.repeat(a[:1], 5, axis=0)) == 0.0
+
+
+def test_colour_histograms_see_the_figure_not_the_wall():
+    frame = np.full((32, 32, 3), 230, np.uint8)
+    frame[8:24, 12:20] = (200, 30, 30)  # a red figure on a light wall
+    mask = quality.figure_mask(frame)
+    assert mask.sum() == 16 * 8
+    red = quality.colour_histogram(frame, mask)
+    assert red.sum() == pytest.approx(1.0) and red.max() == pytest.approx(1.0)
+    blue = frame.copy()
+    blue[8:24, 12:20] = (30, 30, 200)
+    assert quality.figure_colour_drift(np.stack([frame, frame])) == 0.0
+    assert quality.figure_colour_drift(np.stack([frame, blue])) == pytest.approx(1.0)
+    half = frame.copy()
+    half[8:16, 12:20] = (30, 30, 200)
+    assert quality.mean_colour_drift(np.stack([frame, half]), frame) == pytest.approx(0.25)
+
+
+def test_baseline_and_truth_numbers_on_a_synthetic_clip():
+    truth = render_clip(5, num_frames=6, height=64, width=64).frames
+    baseline = np.repeat(truth[:1], 6, axis=0)
+    b, t = clip_metrics(baseline, truth), clip_metrics(truth, truth)
+    assert b["motion"] == 0.0 and b["colour_drift_vs_input"] == 0.0 and b["first_frame_psnr"] == float("inf")
+    assert t["motion"] > 0 and t["psnr_vs_truth"] == float("inf")
+    assert not verdict(b, t)["moves_closer_to_truth_than_baseline"]
+    assert verdict(t, t) == {"moves_closer_to_truth_than_baseline": True, "keeps_colours": True}
+    table = markdown_table({"model": summarise([t]), "baseline": summarise([b]), "truth": summarise([t])})
+    rows = table.splitlines()
+    assert len(rows) == 7 and all(row.count("|") == 6 for row in rows)
+    assert rows[2].startswith("| first-frame PSNR") and rows[2].endswith("| inf | - | - |")
+
+
+# --- the bundled demo ------------------------------------------------------------------------
+
+def test_bundle_is_small_complete_and_matches_the_preset():
+    from fashionflow.config import config_to_dict, load_config
+
+    assert (DEMO / "model_index.json").is_file(), "checkpoint/demo is missing: see README, section Demo"
+    size = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file()) / 2 ** 20
+    assert size <= 25
+    index = json.loads((DEMO / "model_index.json").read_text())
+    assert {"vae", "image_encoder", "feature_extractor", "unet", "adapter", "scheduler"} <= set(index)
+    bundled, preset = load_config(DEMO / "config.yaml"), load_config(ROOT / "configs" / "demo.yaml")
+    for section in ("model", "diffusion", "data", "sample"):
+        assert config_to_dict(bundled)[section] == config_to_dict(preset)[section]
+    images = sorted(DEMO_IMAGES.glob("*.png"))
+    assert images and all(p.stat().st_size > 0 for p in images)
+
+
+def test_default_inference_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    """`python inference.py` with no arguments (here: few steps, a temporary output folder)."""
+    import inference
+    from fashionflow.video_io import read_video
+
+    monkeypatch.chdir(ROOT)  # the defaults are paths relative to the repository
+    assert inference.main(["--steps", "2", "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "demo model" in out and str(tmp_path) in out
+    names = sorted(p.stem for p in DEMO_IMAGES.glob("*.png"))
+    for name in names:
+        for suffix in (".mp4", "_input.png", "_frames.png"):
+            assert (tmp_path / f"{name}_0{suffix}").is_file()
+        frames, _ = read_video(tmp_path / f"{name}_0.mp4")
+        assert len(frames) >= 24 and min(frames.shape[1:3]) >= 128
+        assert frames.std() > 1  # a picture, not a blank
