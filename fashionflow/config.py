@@ -179,10 +179,6 @@ class FashionFlowConfig:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(FashionFlowConfig)}
 
 
-def _section_class(name: str):
-    return {f.name: f.default_factory for f in dataclasses.fields(FashionFlowConfig)}[name]
-
-
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check `value` against a dataclass field annotation; convert lists to tuples."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)

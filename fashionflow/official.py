@@ -37,8 +37,10 @@ _CROSS = [("layernorm_2.", "attn_norm."), ("attention_2.q_proj.", "to_q."), ("at
           ("linear_geglu_1.", "ff_in."), ("linear_geglu_2.", "ff_out."), ("conv_output.spatial_conv.", "proj_out.")]
 _SAMPLING = [("down_space.1.", "space_proj."), ("down_time.1.", "time_proj."),
              ("up_space.0.", "space_proj."), ("up_time.0.", "time_proj.")]
-_PSEUDO_CONV = [("spatial_conv.", "spatial."), ("temporal_conv.", "temporal.")]
-_LEVEL_PARTS = {"0": "resnet_in.", "1": "resnets.", "2": "attention.", "3": None, "4": "cross_attention."}
+_PSEUDO_CONV = {"spatial_conv": "spatial", "temporal_conv": "temporal"}
+# released level tuple (resnet_in, resnets, attention, down/upsample, cross-attention); 1 and 3 are
+# handled apart (a ModuleList index, and the sampling tables)
+_LEVEL_PARTS = {"0": "resnet_in.", "2": "attention.", "4": "cross_attention."}
 _ADAPTER = {"vae2clip.weight": "latent_to_tokens.weight", "vae2clip.bias": "latent_to_tokens.bias",
             "linear1.weight": "token_mixer.weight", "linear1.bias": "token_mixer.bias"}
 
@@ -58,7 +60,7 @@ def _rename_block(rest: str) -> str:
             rest = renamed
             break
     return re.sub(r"(^|\.)(spatial_conv|temporal_conv)\.",
-                  lambda m: m.group(1) + dict(_PSEUDO_CONV)[m.group(2) + "."], rest)
+                  lambda m: f"{m.group(1)}{_PSEUDO_CONV[m.group(2)]}.", rest)
 
 
 def official_to_ours(key: str, num_levels: int = 4) -> str:
@@ -81,11 +83,11 @@ def official_to_ours(key: str, num_levels: int = 4) -> str:
         if renamed == rest:
             raise KeyError(key)
         return prefix + ("downsample." if side == "downs" else "upsample.") + renamed
-    if part not in _LEVEL_PARTS:
-        raise KeyError(key)
     if part == "1":  # ModuleList of resnets: keep the index
         index, rest = rest.split(".", 1)
         return f"{prefix}resnets.{index}.{_rename_block(rest)}"
+    if part not in _LEVEL_PARTS:
+        raise KeyError(key)
     return prefix + _LEVEL_PARTS[part] + _rename_block(rest)
 
 

@@ -9,7 +9,6 @@ atomic (temporary file, then rename).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,32 +18,6 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
 
 class VideoReadError(RuntimeError):
     """A video cannot be opened or decoded; the message names the file and the reason."""
-
-
-@dataclass
-class VideoInfo:
-    path: Path
-    num_frames: int
-    fps: float
-    height: int
-    width: int
-
-
-def _probe_opencv(path: Path) -> VideoInfo | None:
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            return None
-        ok, frame = capture.read()
-        if not ok or frame is None:
-            return None
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = float(capture.get(cv2.CAP_PROP_FPS)) or 25.0
-        return VideoInfo(path, count, fps, frame.shape[0], frame.shape[1])
-    finally:
-        capture.release()
 
 
 def list_videos(folder: str | os.PathLike) -> list[Path]:
@@ -126,13 +99,6 @@ def _read_imageio(path: Path, start: int, num_frames: int | None):
     finally:
         reader.close()
     return frames, fps
-
-
-def count_frames(path: str | os.PathLike) -> VideoInfo:
-    """Open a video and count its decodable frames (decodes it; container counts can lie)."""
-    path = Path(path)
-    frames, fps = read_video(path)
-    return VideoInfo(path, len(frames), fps, frames.shape[1], frames.shape[2])
 
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 25.0, quality: int = 8) -> Path:
