@@ -18,7 +18,6 @@ Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import statistics
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffusers import AutoencoderKL  # noqa: E402
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel  # noqa: E402
 
+from benchmarks.common import device_name, synchronize  # noqa: E402
 from fashionflow.config import load_config  # noqa: E402
 from fashionflow.diffusion import sample_video_latents, switch_sampler  # noqa: E402
 from fashionflow.models import build_models  # noqa: E402
@@ -64,10 +64,6 @@ def build_pipeline(cfg, encoders: str) -> FashionFlowPipeline:
     return pipe
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def timed(fn, device):
     synchronize(device)
@@ -94,11 +90,6 @@ def one_video(pipe, image, sampler_steps: int, frames: int, chunk: int, precisio
     _, decode = timed(lambda: pipe.decode(latents, chunk, precision), device)
     return encode, denoise, decode
 
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def main(argv=None) -> int:

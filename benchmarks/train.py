@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import device_name, synchronize  # noqa: E402
 from fashionflow.config import load_config  # noqa: E402
 from fashionflow.diffusion import make_scheduler  # noqa: E402
 from fashionflow.models import build_models  # noqa: E402
@@ -103,10 +103,6 @@ def build_step(variant: str, cfg, device: torch.device):
     return step, b
 
 
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def run_variant(variant, cfg, device, steps, warmup):
     if device.type == "cuda":
@@ -142,11 +138,6 @@ def run_interleaved(variants, cfg, device, steps, warmup):
     return {variant: (built[variant][1] / statistics.median(t), statistics.median(t), None)
             for variant, t in times.items()}
 
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def main(argv=None) -> None:

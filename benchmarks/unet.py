@@ -11,7 +11,6 @@ hits both alike. fp32 on CPU; bf16 autocast on CUDA. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -21,19 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import device_name, synchronize  # noqa: E402
 from benchmarks.released_reference import EmbeddingAdapter, SpaceTimeUnet, randomize_  # noqa: E402
 from fashionflow.official import load_official_state  # noqa: E402
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run_once(fn, device, backward: bool) -> float:
