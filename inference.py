@@ -30,6 +30,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpm"), help="default: config's sample.sampler")
     parser.add_argument("--steps", type=int, help="denoising steps (default: config, or 1000 ddpm / 25 otherwise)")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--init-strength", type=float,
+                        help="1 = start from pure noise (released); below 1, start that far down from frame 0 "
+                             "repeated and noised (default: config's sample.init_strength)")
     parser.add_argument("--seed", type=int, help="video j of the run uses seed + j")
     parser.add_argument("--frames", type=int, help="frames per video (default 70)")
     parser.add_argument("--fps", type=float, help="frame rate of the mp4 (default 25)")
@@ -45,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("num_videos", "steps", "frames", "decode_chunk_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.init_strength is not None and not 0 < args.init_strength <= 1:
+        parser.error("--init-strength must be in (0, 1]")
     return args
 
 
@@ -58,7 +63,8 @@ def settings_from(args, cfg, pipe):
     same_sampler = sample is not None and (args.sampler is None or args.sampler == sample.sampler)
     steps = args.steps or (sample.num_inference_steps if same_sampler else default_steps(pipe.scheduler))
     return Settings(num_videos=args.num_videos, num_frames=pick(args.frames, "num_frames", 70), steps=steps,
-                    guidance=pick(args.guidance, "guidance_scale", 1.0), seed=pick(args.seed, "seed", 0),
+                    guidance=pick(args.guidance, "guidance_scale", 1.0),
+                    init_strength=pick(args.init_strength, "init_strength", 1.0), seed=pick(args.seed, "seed", 0),
                     fps=pick(args.fps, "fps", 25.0), decode_chunk_size=pick(args.decode_chunk_size, "decode_chunk_size", 8),
                     resize=args.resize, precision=args.precision, overwrite=args.overwrite)
 

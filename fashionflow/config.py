@@ -128,6 +128,9 @@ class SampleConfig:
     sampler: Literal["ddpm", "ddim", "dpm"] = "ddpm"
     num_inference_steps: int = 1000
     guidance_scale: float = 1.0
+    # 1.0 = start from pure noise (released); s < 1 = start s of the way down from frame 0
+    # repeated and noised (SDEdit / ConsistI2V FrameInit; fashionflow.diffusion.first_frame_start)
+    init_strength: float = 1.0
     num_frames: int = 70
     fps: int = 25
     decode_chunk_size: int = 8

@@ -138,32 +138,62 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def first_frame_start(scheduler: SchedulerMixin, image_latent: torch.Tensor, noise: torch.Tensor,
+                      init_strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The timesteps to run and the latents to start from, after `scheduler.set_timesteps`.
+
+    image_latent [b, c, h, w], noise [b, c, f, h, w] -> (timesteps [k], latents [b, c, f, h, w]).
+    init_strength 1.0: every timestep, from pure noise (x init_noise_sigma), as released.
+    init_strength s < 1: only the last round(s * steps) steps, from frame 0 repeated over all
+    frames and noised to the first of them, q(x_t | x_0 = static video) (SDEdit, Meng et al.
+    2022; ConsistI2V's FrameInit starts image-to-video sampling from the first frame's layout
+    the same way). With the released linear betas the signal left at t = 999 is 0.6 % of the
+    latent, so the colours of frames 1.. come from the U-Net's guess at the first steps; a
+    start at t ~ 800 keeps frame 0's colours and layout in every frame and leaves the motion
+    to the model (docs/differences.md).
+    """
+    if not 0.0 < init_strength <= 1.0:
+        raise ValueError(f"init_strength={init_strength} must be in (0, 1]")
+    if init_strength == 1.0:
+        return scheduler.timesteps, noise * scheduler.init_noise_sigma
+    steps = len(scheduler.timesteps) // scheduler.order
+    kept = max(1, round(init_strength * steps))
+    begin = (steps - kept) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    timesteps = scheduler.timesteps[begin:]
+    static = image_latent.unsqueeze(2).expand_as(noise)  # b c h w -> b c f h w
+    return timesteps, scheduler.add_noise(static, noise, timesteps[:1].expand(len(noise)))
+
+
 @torch.no_grad()
 def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, context: torch.Tensor,
                          image_latent: torch.Tensor, num_frames: int, num_inference_steps: int,
                          guidance_scale: float = 1.0, generator: Generators = None,
                          autocast_dtype: Optional[torch.dtype] = None,
-                         progress: Callable[[Iterable], Iterable] = lambda steps: steps) -> torch.Tensor:
+                         progress: Callable[[Iterable], Iterable] = lambda steps: steps,
+                         init_strength: float = 1.0) -> torch.Tensor:
     """Denoise a video from pure noise, frame 0 held at the image latent (FASHIONFLOW.md, "Sampling").
 
     context [b, n, C] (adapter output), image_latent [b, c, h, w] -> latents [b, c, f, h, w] (fp32).
     `generator`: one per video (a list of b) so a video does not depend on its batch; the
     scheduler state is fp32 and the U-Net runs under `autocast_dtype` on CUDA.
     Guidance: eps = eps_null + s (eps_cond - eps_null), with the all-zeros null context; s = 1 skips it.
+    `init_strength` 1.0 starts from pure noise (released); below 1, see `first_frame_start`.
     """
     b, c, h, w = image_latent.shape
     device = image_latent.device
-    latents = randn_tensor((b, c, num_frames, h, w), generator=generator, device=device, dtype=torch.float32)
-    latents = latents * scheduler.init_noise_sigma
     image_latent = image_latent.float()
+    noise = randn_tensor((b, c, num_frames, h, w), generator=generator, device=device, dtype=torch.float32)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    timesteps, latents = first_frame_start(scheduler, image_latent, noise, init_strength)
     latents = with_first_frame(latents, image_latent)
 
     guided = guidance_scale != 1.0
     weights_dtype = getattr(unet, "dtype", torch.float32)  # a U-Net cast to bf16/fp16 takes inputs of its dtype
     unet_context = torch.cat([null_context(context), context]) if guided else context
     unet_context = unet_context.to(weights_dtype)
-    scheduler.set_timesteps(num_inference_steps, device=device)
-    for t in progress(scheduler.timesteps):
+    for t in progress(timesteps):
         model_input = scheduler.scale_model_input(latents, t)
         if guided:
             model_input = torch.cat([model_input, model_input])

@@ -44,6 +44,7 @@ class Settings:
     num_frames: int = 70
     steps: Optional[int] = None
     guidance: float = 1.0
+    init_strength: float = 1.0
     seed: int = 0
     fps: float = 25.0
     decode_chunk_size: int = 8
@@ -143,7 +144,8 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
             pipe.set_progress_bar_config(desc=f"{source.name}_{k}", leave=False)
             began = time.perf_counter()
             frames = pipe(image, num_frames=settings.num_frames, num_inference_steps=settings.steps,
-                          guidance_scale=settings.guidance, generator=[generator], output_type="np",
+                          guidance_scale=settings.guidance, init_strength=settings.init_strength,
+                          generator=[generator], output_type="np",
                           decode_chunk_size=settings.decode_chunk_size, precision=settings.precision).frames[0]
             seconds += time.perf_counter() - began
             try:

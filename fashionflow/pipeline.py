@@ -160,12 +160,14 @@ class FashionFlowPipeline(DiffusionPipeline):
     def __call__(self, image: ImageInput, num_frames: int = 70, num_inference_steps: Optional[int] = None,
                  guidance_scale: float = 1.0, generator: torch.Generator | list[torch.Generator] | None = None,
                  output_type: Literal["np", "pt", "latent"] = "np", decode_chunk_size: int = 8,
-                 precision: Precision = "auto", return_dict: bool = True):
+                 precision: Precision = "auto", return_dict: bool = True, init_strength: float = 1.0):
         """Generate one video per input image.
 
         num_inference_steps: None = the scheduler's default (1000 for DDPM, 25 for DDIM/DPM).
         generator: one per image (a list) for batch-independent videos; a single generator is
         shared by the batch. guidance_scale 1.0 = no classifier-free guidance.
+        init_strength 1.0 = start from pure noise (released); s < 1 = run the last s of the
+        steps from frame 0 repeated and noised (`fashionflow.diffusion.first_frame_start`).
         """
         images01 = self.prepare_images(image)
         b = len(images01)
@@ -181,7 +183,7 @@ class FashionFlowPipeline(DiffusionPipeline):
         latents = sample_video_latents(self.unet, self.scheduler, context, first_frame, num_frames, steps,
                                        guidance_scale=guidance_scale, generator=generator,
                                        autocast_dtype=autocast_dtype(device, precision),
-                                       progress=self.progress_bar)
+                                       progress=self.progress_bar, init_strength=init_strength)
         if output_type == "latent":
             frames = latents
         else:

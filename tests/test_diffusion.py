@@ -206,3 +206,35 @@ def test_full_faithful_sampling_equals_the_released_loop():
         x = released_ddpm_step(x, eps, t, noise)
         x[:, :, 0] = image_latent
     torch.testing.assert_close(ours, x, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm"])
+def test_first_frame_start_noises_the_static_video_and_runs_the_last_steps(sampler):
+    """init_strength s < 1: q(x_t | x_0 = frame 0 repeated) at the first kept step, then round(s * steps) steps."""
+    cfg = DiffusionConfig()
+    image_latent, context = torch.randn(1, 4, 8, 8), torch.randn(1, 50, 16)
+    full = make_scheduler(cfg, sampler)
+    full.set_timesteps(10)
+    unet = RecordingUNet()
+    out = sample_video_latents(unet, make_scheduler(cfg, sampler), context, image_latent, num_frames=4,
+                               num_inference_steps=10, generator=torch.Generator().manual_seed(3), init_strength=0.7)
+    seen = torch.stack([t.reshape(-1)[0] for _, t, _ in unet.calls])
+    assert torch.equal(seen, full.timesteps[3:])  # the first 3 of 10 steps are skipped
+    assert torch.equal(out[:, :, 0], image_latent)
+    first_input, t0, _ = unet.calls[0]
+    noise = torch.randn((1, 4, 4, 8, 8), generator=torch.Generator().manual_seed(3))
+    alpha_bar = make_scheduler(cfg, "ddpm").alphas_cumprod[int(t0.reshape(-1)[0])]
+    expected = alpha_bar.sqrt() * image_latent.unsqueeze(2) + (1 - alpha_bar).sqrt() * noise
+    torch.testing.assert_close(first_input[:, :, 1:], expected[:, :, 1:])  # frames 1..: noised frame 0
+
+
+def test_init_strength_one_is_the_released_start_and_bad_values_fail():
+    cfg = DiffusionConfig()
+    image_latent, context = torch.randn(1, 4, 8, 8), torch.randn(1, 50, 16)
+    runs = [sample_video_latents(RecordingUNet(), make_scheduler(cfg, "ddim"), context, image_latent, 4, 3,
+                                 generator=torch.Generator().manual_seed(0), **kw) for kw in ({}, {"init_strength": 1.0})]
+    assert torch.equal(runs[0], runs[1])
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="init_strength"):
+            sample_video_latents(RecordingUNet(), make_scheduler(cfg, "ddim"), context, image_latent, 4, 3,
+                                 init_strength=bad)

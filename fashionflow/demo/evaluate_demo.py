@@ -81,7 +81,7 @@ def test_clips(dataset: Path, limit: int | None) -> tuple[list[dict], dict]:
 
 
 def evaluate(pipe, clips: list[dict], num_frames: int, height: int, width: int, steps: int | None,
-             seed: int, device: torch.device, log=print) -> dict:
+             seed: int, device: torch.device, log=print, init_strength: float = 1.0) -> dict:
     """Run the pipeline on every clip's first frame; metrics for the model, the baseline and the truth."""
     per_model, per_baseline, per_truth, per_vae, videos = [], [], [], [], []
     started = time.perf_counter()
@@ -89,7 +89,7 @@ def evaluate(pipe, clips: list[dict], num_frames: int, height: int, width: int, 
         truth = render_clip(clip["seed"], num_frames, height, width).frames
         generator = torch.Generator(device="cpu").manual_seed(seed + index)
         video = pipe(truth[0], num_frames=num_frames, num_inference_steps=steps, generator=[generator],
-                     output_type="np").frames[0]
+                     output_type="np", init_strength=init_strength).frames[0]
         baseline = np.repeat(truth[:1], num_frames, axis=0)
         per_model.append(clip_metrics(video, truth))
         per_baseline.append(clip_metrics(baseline, truth))
@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="fashion_dataset/synthetic", help="python -m fashionflow.synthetic output")
     parser.add_argument("--limit", type=int, default=None, help="only the first N test clips")
     parser.add_argument("--steps", type=int, default=None, help="default: the checkpoint config's sample steps")
+    parser.add_argument("--init-strength", type=float, default=None,
+                        help="default: the checkpoint config's sample.init_strength")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=None, help="write the numbers as JSON here")
@@ -155,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     height, width = pipe.image_size
     num_frames = cfg.sample.num_frames if cfg is not None else manifest["num_frames"]
     steps = args.steps or (cfg.sample.num_inference_steps if cfg is not None else None)
-    result = evaluate(pipe, clips, num_frames, height, width, steps, args.seed, torch.device("cpu"))
+    init_strength = args.init_strength or (cfg.sample.init_strength if cfg is not None else 1.0)
+    result = evaluate(pipe, clips, num_frames, height, width, steps, args.seed, torch.device("cpu"),
+                      init_strength=init_strength)
     videos = result.pop("videos")
     result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
-                  sampler=type(pipe.scheduler).__name__, threads=args.threads)
+                  sampler=type(pipe.scheduler).__name__, init_strength=init_strength, threads=args.threads)
     print(markdown_table(result))
     print(json.dumps(result["verdict"]))
     if args.output:
