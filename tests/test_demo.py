@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fashionflow.demo import quality
-from fashionflow.demo.evaluate_demo import clip_metrics, markdown_table, summarise, verdict
+from fashionflow.demo.evaluate_demo import chance_colour_drift, clip_metrics, markdown_table, summarise, verdict
 from fashionflow.synthetic import render_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +56,21 @@ def test_baseline_and_truth_numbers_on_a_synthetic_clip():
     rows = table.splitlines()
     assert len(rows) == 7 and all(row.count("|") == 6 for row in rows)
     assert rows[2].startswith("| first-frame PSNR") and rows[2].endswith("| inf | - | - |")
+
+
+def test_colour_verdict_is_measured_against_the_chance_level_of_two_clips():
+    wall = np.full((6, 32, 32, 3), 230, np.uint8)
+    red, blue = wall.copy(), wall.copy()
+    red[:, 8:24, 12:20], blue[:, 8:24, 12:20] = (200, 30, 30), (30, 30, 200)
+    assert chance_colour_drift([red, red]) == 0.0
+    assert chance_colour_drift([red, blue]) == pytest.approx(1.0)
+    assert chance_colour_drift([red]) is None
+    truth = {"motion": 2.0, "colour_drift_vs_input": 0.1, "colour_drift_first_last": 0.1}
+    kept = dict(truth, colour_drift_first_last=0.3)
+    lost = dict(truth, colour_drift_first_last=0.8)  # nearer to another clip's colours than to the truth's
+    assert verdict(kept, truth, chance=0.9)["keeps_colours"]
+    assert not verdict(lost, truth, chance=0.9)["keeps_colours"]
+    assert verdict(lost, truth)["keeps_colours"]  # without a chance level only the drift from the input counts
 
 
 # --- the bundled demo ------------------------------------------------------------------------

@@ -15,6 +15,8 @@ of the clip's length, and we compare (`fashionflow.demo.quality`):
 The baseline repeats the input; its first-frame PSNR is infinite and its colour drift zero.
 A fourth column passes the ground truth through the demo VAE (encode, decode the mean): the
 best any video from this VAE could score, which separates the VAE's losses from the U-Net's.
+The colour distances are put on a scale by their chance level: the same distance between the
+figures of two different clips (clip i's first frame, clip i+1's last).
 """
 
 from __future__ import annotations
@@ -50,17 +52,31 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
 
-def verdict(model: dict, truth: dict, vae: dict | None = None) -> dict[str, bool]:
+def verdict(model: dict, truth: dict, vae: dict | None = None, chance: float | None = None) -> dict[str, bool]:
     """Does the model beat "repeat the input" on motion, and keep the colours?
 
+    Motion: the model's frame-to-frame change is closer to the truth's than the baseline's 0.
     Colours are kept when the figure's colour drift from the input stays within 0.1 of what
-    the ground truth (seen through the same VAE when given) drifts.
+    the ground truth (seen through the same VAE when given) drifts and, given the chance level
+    (two different clips), its first-vs-last drift is closer to the truth's than to chance.
     """
     reference = vae if vae is not None else truth
+    keeps = model["colour_drift_vs_input"] <= reference["colour_drift_vs_input"] + 0.1
+    if chance is not None:
+        drift = model["colour_drift_first_last"]
+        keeps = keeps and abs(drift - reference["colour_drift_first_last"]) < abs(drift - chance)
     return {
         "moves_closer_to_truth_than_baseline": abs(model["motion"] - truth["motion"]) < truth["motion"],
-        "keeps_colours": model["colour_drift_vs_input"] <= reference["colour_drift_vs_input"] + 0.1,
+        "keeps_colours": bool(keeps),
     }
+
+
+def chance_colour_drift(truths: list[np.ndarray]) -> float | None:
+    """Mean figure-colour distance between different clips: clip i's first frame vs clip i+1's last."""
+    if len(truths) < 2:
+        return None
+    pairs = zip(truths, truths[1:] + truths[:1])
+    return float(np.mean([quality.figure_colour_drift(np.stack([a[0], b[-1]])) for a, b in pairs]))
 
 
 @torch.no_grad()
@@ -83,7 +99,7 @@ def test_clips(dataset: Path, limit: int | None) -> tuple[list[dict], dict]:
 def evaluate(pipe, clips: list[dict], num_frames: int, height: int, width: int, steps: int | None,
              seed: int, device: torch.device, log=print, init_strength: float = 1.0) -> dict:
     """Run the pipeline on every clip's first frame; metrics for the model, the baseline and the truth."""
-    per_model, per_baseline, per_truth, per_vae, videos = [], [], [], [], []
+    per_model, per_baseline, per_truth, per_vae, videos, truths = [], [], [], [], [], []
     started = time.perf_counter()
     for index, clip in enumerate(clips):
         truth = render_clip(clip["seed"], num_frames, height, width).frames
@@ -96,12 +112,15 @@ def evaluate(pipe, clips: list[dict], num_frames: int, height: int, width: int, 
         per_truth.append(clip_metrics(truth, truth))
         per_vae.append(clip_metrics(vae_roundtrip(pipe, truth), truth))
         videos.append((truth, video))
+        truths.append(truth)
         log(f"{clip['file']}: motion {per_model[-1]['motion']:.2f} (truth {per_truth[-1]['motion']:.2f}), "
             f"first-frame PSNR {per_model[-1]['first_frame_psnr']:.1f} dB")
     seconds = time.perf_counter() - started
     model, baseline, truth, vae = (summarise(rows) for rows in (per_model, per_baseline, per_truth, per_vae))
+    chance = chance_colour_drift(truths)
     return {"clips": len(clips), "seconds": round(seconds, 1), "model": model, "baseline": baseline,
-            "truth": truth, "truth_through_vae": vae, "verdict": verdict(model, truth, vae), "videos": videos}
+            "truth": truth, "truth_through_vae": vae, "colour_drift_chance": chance,
+            "verdict": verdict(model, truth, vae, chance), "videos": videos}
 
 
 def markdown_table(result: dict) -> str:
@@ -164,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
                   sampler=type(pipe.scheduler).__name__, init_strength=init_strength, threads=args.threads)
     print(markdown_table(result))
+    if result["colour_drift_chance"] is not None:
+        print(f"colour drift between two different clips (chance level): {result['colour_drift_chance']:.3f}")
     print(json.dumps(result["verdict"]))
     if args.output:
         from fashionflow.utils import atomic_write_text

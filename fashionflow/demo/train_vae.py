@@ -12,11 +12,6 @@ plus a small KL term, as in latent diffusion's first stage without the perceptua
 losses. After training, the scaling factor is set to 1 / std of the latents of the training
 frames (how SD's 0.18215 was chosen) and saved in the VAE's config; put the same number in
 the preset's `encoders.vae_scaling_factor`. Held-out PSNR is measured on full test frames.
-
-`--init-from VAE --decoder-only` fine-tunes only the decoder of a trained VAE (as Stable
-Diffusion's ft-MSE decoder was made): the encoder, and so the latent space, the scaling factor
-and every latent already projected, stay exactly as they were; a U-Net trained on them keeps
-working and its videos decode better.
 """
 
 from __future__ import annotations
@@ -97,8 +92,7 @@ def random_crops(frames: np.ndarray, batch: int, crop: int, rng: np.random.Gener
 
 def vae_loss(vae: AutoencoderKL, images: torch.Tensor, kl_weight: float, generator: torch.Generator):
     """L1 + MSE reconstruction of a sampled latent, plus kl_weight * KL to N(0, 1) (per element)."""
-    with torch.set_grad_enabled(vae.encoder.training):  # a frozen encoder (--decoder-only) needs no graph
-        posterior = vae.encode(images).latent_dist
+    posterior = vae.encode(images).latent_dist
     reconstruction = vae.decode(posterior.sample(generator)).sample
     l1 = (reconstruction - images).abs().mean()
     mse = F.mse_loss(reconstruction, images)
@@ -125,23 +119,6 @@ def reconstruction_psnr(vae: AutoencoderKL, frames: np.ndarray, batch: int = 32)
     return torch.cat(values).mean().item()
 
 
-def load_or_build(args, sample_size: int) -> AutoencoderKL:
-    """A new demo VAE, or (--init-from) a trained one; --decoder-only freezes its encoder side."""
-    if not args.init_from:
-        if args.decoder_only:
-            raise SystemExit("--decoder-only fine-tunes a trained VAE: give it with --init-from")
-        return build_demo_vae(args.channels, args.groups, sample_size=sample_size, seed=args.seed).train()
-    if not (Path(args.init_from) / "config.json").is_file():
-        raise SystemExit(f"--init-from {args.init_from}: not a VAE folder (no config.json); "
-                         "train one first with this script")
-    vae = AutoencoderKL.from_pretrained(args.init_from).train()
-    if args.decoder_only:
-        for module in (vae.encoder, vae.quant_conv):
-            if module is not None:
-                module.eval().requires_grad_(False)
-    return vae
-
-
 def train(args) -> dict:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -150,14 +127,11 @@ def train(args) -> dict:
     train_frames = load_frames(videos / "train")
     test_frames = load_frames(videos / "test", every=4)
     height, width = train_frames.shape[1:3]
-    vae = load_or_build(args, max(height, width))
+    vae = build_demo_vae(args.channels, args.groups, sample_size=max(height, width), seed=args.seed).train()
     params = sum(p.numel() for p in vae.parameters())
-    trained = [p for p in vae.parameters() if p.requires_grad]
     print(f"{len(train_frames)} training frames, {len(test_frames)} held-out frames, {height}x{width}; "
-          f"VAE with {params / 1e6:.2f}M parameters, training {sum(p.numel() for p in trained) / 1e6:.2f}M", flush=True)
-    if args.init_from:
-        print(f"held-out PSNR of {args.init_from} before: {reconstruction_psnr(vae, test_frames):.2f} dB", flush=True)
-    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
+          f"VAE with {params / 1e6:.2f}M parameters", flush=True)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
     centres = figure_centres(train_frames)
@@ -167,7 +141,7 @@ def train(args) -> dict:
         loss, parts = vae_loss(vae, images, args.kl_weight, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         if step % args.log_every == 0 or step == args.steps - 1:
@@ -175,12 +149,11 @@ def train(args) -> dict:
                   f"{time.perf_counter() - started:.0f} s", flush=True)
     train_seconds = time.perf_counter() - started
     vae.eval()
-    if not args.decoder_only:  # a frozen encoder keeps the latent space, and so its scaling factor
-        std = latent_std(vae, train_frames[:: max(1, len(train_frames) // 256)])
-        vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    std = latent_std(vae, train_frames[:: max(1, len(train_frames) // 256)])
+    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
     psnr = reconstruction_psnr(vae, test_frames)
     vae.save_pretrained(args.output_dir)
-    report = {"parameters": params, "init_from": args.init_from, "decoder_only": args.decoder_only, "steps": args.steps, "train_seconds": round(train_seconds, 1),
+    report = {"parameters": params, "steps": args.steps, "train_seconds": round(train_seconds, 1),
               "heldout_frames": len(test_frames), "heldout_psnr_db": round(psnr, 2),
               "scaling_factor": vae.config.scaling_factor, "threads": torch.get_num_threads()}
     (Path(args.output_dir) / "training_report.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -200,9 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 64], help="widths of the 4 levels")
     parser.add_argument("--groups", type=int, default=4, help="GroupNorm groups (divides every width)")
-    parser.add_argument("--init-from", default=None, help="start from this trained VAE folder")
-    parser.add_argument("--decoder-only", action="store_true",
-                        help="train only the decoder of --init-from: latents and scaling factor stay the same")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=100)
