@@ -173,6 +173,8 @@ class FashionFlowConfig:
             raise ConfigError(f"sample.num_frames={self.sample.num_frames} must be a multiple of {time}")
         if not 0.0 <= self.train.cond_dropout < 1.0:
             raise ConfigError(f"train.cond_dropout={self.train.cond_dropout} must be in [0, 1)")
+        if not 0.0 < self.sample.init_strength <= 1.0:
+            raise ConfigError(f"sample.init_strength={self.sample.init_strength} must be in (0, 1]")
         for name in ("batch_size", "grad_accum_steps", "keep_last"):
             if getattr(self.train, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1")

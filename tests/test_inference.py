@@ -102,3 +102,24 @@ def test_defaults_use_the_demo_checkpoint_and_images(checkpoint, tmp_path, monke
     printed = capsys.readouterr().out
     assert "tiny demo model" in printed and "result/" in printed
     assert (tmp_path / "result" / "model_0.mp4").is_file()
+
+
+def test_init_strength_comes_from_the_config_or_the_command_line(checkpoint, tmp_path, capsys, monkeypatch):
+    """--init-strength (else sample.init_strength) reaches the pipeline; values outside (0, 1] are refused."""
+    from fashionflow.pipeline import FashionFlowPipeline
+
+    seen, original = [], FashionFlowPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["init_strength"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FashionFlowPipeline, "__call__", spy)
+    image = str(photo(tmp_path / "dress.png"))
+    common = ["--checkpoint", str(checkpoint), "--image", image, "--frames", "2", "--overwrite"]
+    assert inference.main(common + ["--output-dir", str(tmp_path / "a")]) == 0
+    assert inference.main(common + ["--output-dir", str(tmp_path / "b"), "--init-strength", "0.5"]) == 0
+    assert seen == [1.0, 0.5]
+    with pytest.raises(SystemExit) as bad:
+        inference.main(common + ["--init-strength", "1.5"])
+    assert bad.value.code == 2 and "--init-strength must be in (0, 1]" in capsys.readouterr().err

@@ -82,7 +82,8 @@ class PreviewMaker:
             generator = torch.Generator(self.ctx.device).manual_seed(cfg.sample.seed)
             frames = pipeline(self.image.float() / 255.0, num_frames=cfg.sample.num_frames,
                               num_inference_steps=cfg.train.sample_steps, guidance_scale=cfg.sample.guidance_scale,
-                              generator=generator, output_type="np").frames[0]  # f h w 3 uint8
+                              init_strength=cfg.sample.init_strength, generator=generator,
+                              output_type="np").frames[0]  # f h w 3 uint8
         finally:
             unet.train(was_training[0]), adapter.train(was_training[1])
         path = write_mp4(self.run_dir / "samples" / f"step-{step:07d}.mp4", frames, fps=cfg.sample.fps)
