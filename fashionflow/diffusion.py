@@ -149,8 +149,8 @@ def first_frame_start(scheduler: SchedulerMixin, image_latent: torch.Tensor, noi
     2022; ConsistI2V's FrameInit starts image-to-video sampling from the first frame's layout
     the same way). With the released linear betas the signal left at t = 999 is 0.6 % of the
     latent, so the colours of frames 1.. come from the U-Net's guess at the first steps; a
-    start at t ~ 800 keeps frame 0's colours and layout in every frame and leaves the motion
-    to the model (docs/differences.md).
+    later start (the demo: s = 0.7 of 50 DDPM steps, t = 680) keeps frame 0's colours and
+    layout in every frame and leaves the motion to the model (docs/differences.md).
     """
     if not 0.0 < init_strength <= 1.0:
         raise ValueError(f"init_strength={init_strength} must be in (0, 1]")

@@ -99,7 +99,7 @@ def test_clips(dataset: Path, limit: int | None) -> tuple[list[dict], dict]:
 def evaluate(pipe, clips: list[dict], num_frames: int, height: int, width: int, steps: int | None,
              seed: int, device: torch.device, log=print, init_strength: float = 1.0) -> dict:
     """Run the pipeline on every clip's first frame; metrics for the model, the baseline and the truth."""
-    per_model, per_baseline, per_truth, per_vae, videos, truths = [], [], [], [], [], []
+    per_model, per_baseline, per_truth, per_vae, videos = [], [], [], [], []
     started = time.perf_counter()
     for index, clip in enumerate(clips):
         truth = render_clip(clip["seed"], num_frames, height, width).frames
@@ -112,12 +112,11 @@ def evaluate(pipe, clips: list[dict], num_frames: int, height: int, width: int, 
         per_truth.append(clip_metrics(truth, truth))
         per_vae.append(clip_metrics(vae_roundtrip(pipe, truth), truth))
         videos.append((truth, video))
-        truths.append(truth)
         log(f"{clip['file']}: motion {per_model[-1]['motion']:.2f} (truth {per_truth[-1]['motion']:.2f}), "
             f"first-frame PSNR {per_model[-1]['first_frame_psnr']:.1f} dB")
     seconds = time.perf_counter() - started
     model, baseline, truth, vae = (summarise(rows) for rows in (per_model, per_baseline, per_truth, per_vae))
-    chance = chance_colour_drift(truths)
+    chance = chance_colour_drift([truth for truth, _ in videos])
     return {"clips": len(clips), "seconds": round(seconds, 1), "model": model, "baseline": baseline,
             "truth": truth, "truth_through_vae": vae, "colour_drift_chance": chance,
             "verdict": verdict(model, truth, vae, chance), "videos": videos}
