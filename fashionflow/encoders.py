@@ -79,13 +79,13 @@ def _hub_problem(repo_id: str, subfolder: Optional[str]) -> Optional[str]:
 
     thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
     thread.start()
-    thread.join(HUB_TIMEOUT + 0.5)
+    thread.join(HUB_TIMEOUT)
     hub = f"the hub ({constants.ENDPOINT})"
-    if not outcome:
-        return f"{hub} did not answer within {HUB_TIMEOUT:g} s"
-    error = outcome[0]
+    error = outcome[0] if outcome else TimeoutError()
     if error is None:
         return None
+    if isinstance(error, TimeoutError) or "Timeout" in type(error).__name__:  # the HTTP library's own timeouts
+        return f"{hub} did not answer within {HUB_TIMEOUT:g} s"
     if isinstance(error, HfHubHTTPError):
         return f"{hub} has no {repo_id}/{subfolder + '/' if subfolder else ''}config.json ({_first_line(error)})"
     return f"{hub} cannot be reached ({type(error).__name__}: {_first_line(error)})"
