@@ -49,6 +49,8 @@ def test_images_in_videos_out_and_bad_inputs_reported(checkpoint, tmp_path, caps
     photo(inputs / "dress.png")
     (inputs / "broken.jpg").write_text("not an image")
     photo(inputs / "speck.png", size=(8, 8))
+    (inputs / "empty.png").write_bytes(b"")
+    (inputs / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")  # a dangling link
     out = tmp_path / "result"
     args = ["--checkpoint", str(checkpoint), "--image", str(inputs), str(tmp_path / "missing.jpg"),
             "--frames", "2", "--fps", "8", "--output-dir", str(out)]
@@ -58,7 +60,10 @@ def test_images_in_videos_out_and_bad_inputs_reported(checkpoint, tmp_path, caps
     assert any(line.startswith(str(inputs / "broken.jpg")) and "not an image" in line for line in errors)
     assert any(line.startswith(str(inputs / "speck.png")) and "too small" in line for line in errors)
     assert any(line.startswith(str(tmp_path / "missing.jpg")) and "not found" in line for line in errors)
-    assert f"in {out}/" in captured.out and "s per video" in captured.out and "3 failed" in captured.out
+    assert f"{inputs / 'empty.png'}: empty file (0 bytes)" in errors
+    assert f"{inputs / 'gone.jpg'}: broken symbolic link (its target {tmp_path / 'deleted.jpg'} does not exist)" in errors
+    assert captured.out.startswith("6 input(s)")  # 5 entries of the folder (the link among them) + missing.jpg
+    assert f"in {out}/" in captured.out and "s per video" in captured.out and "5 failed" in captured.out
 
     frames, fps = read_video(out / "dress_0.mp4")
     assert frames.shape == (2, 128, 128, 3) and fps == pytest.approx(8)
