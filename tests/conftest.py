@@ -23,6 +23,9 @@ def _few_threads():
 
 @pytest.fixture
 def fixtures_dir():
+    """Real UBC Fashion media (videos, photos; research use, not redistributed with the code) in
+    ../shared/fixtures beside the repository. Only tests of real media need it; without it
+    they skip, naming the folder."""
     if not FIXTURES.is_dir():
-        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+        pytest.skip(f"needs real UBC Fashion media in {FIXTURES} (folder not found)")
     return FIXTURES

@@ -1,6 +1,8 @@
 """The released checkpoint layout: mapping, loading, conversion, and equivalence to a network
 written in the released formulation (benchmarks/released_reference.py)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,13 +11,11 @@ from fashionflow.models import ImageConditionAdapter, SpaceTimeUNet
 from fashionflow.official import CheckpointMismatchError, load_official_checkpoint, load_official_state
 
 
-def released_keys():
-    from conftest import SHARED
+KEYS = Path(__file__).resolve().parent / "data" / "official_checkpoint_keys.tsv"  # tests/data/README.md
 
-    path = SHARED / "reference" / "official_checkpoint_keys.tsv"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+
+def released_keys():
+    rows = [line.split("\t") for line in KEYS.read_text().splitlines()[1:]]
     return [(module, key, tuple(int(n) for n in shape.split("x"))) for module, key, shape in rows]
 
 
