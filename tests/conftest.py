@@ -29,3 +29,16 @@ def fixtures_dir():
     if not FIXTURES.is_dir():
         pytest.skip(f"needs real UBC Fashion media in {FIXTURES} (folder not found)")
     return FIXTURES
+
+
+@pytest.fixture
+def restore_library_logging():
+    """inference.main quiets diffusers/transformers for the console; give other tests their defaults back."""
+    import diffusers
+    import transformers
+
+    levels = [library.utils.logging.get_verbosity() for library in (diffusers, transformers)]
+    yield
+    for library, level in zip((diffusers, transformers), levels):
+        library.utils.logging.set_verbosity(level)
+        library.utils.logging.enable_progress_bar()

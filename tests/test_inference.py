@@ -16,17 +16,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 import inference  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _restore_library_logging():
-    """inference.main quiets diffusers/transformers for the console; give other tests their defaults back."""
-    import diffusers
-    import transformers
-
-    levels = [library.utils.logging.get_verbosity() for library in (diffusers, transformers)]
-    yield
-    for library, level in zip((diffusers, transformers), levels):
-        library.utils.logging.set_verbosity(level)
-        library.utils.logging.enable_progress_bar()
+pytestmark = pytest.mark.usefixtures("restore_library_logging")
 
 
 @pytest.fixture(scope="module")
