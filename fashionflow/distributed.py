@@ -63,6 +63,7 @@ def init_distributed(device: str | None = None, timeout_minutes: float = 30.0) -
         kwargs = {"device_id": dev} if use_cuda else {}
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs)
+    _main_work_barrier_group()  # now, while every rank is here
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
@@ -95,12 +96,17 @@ def wait_for_main(ctx: DistributedContext) -> None:
     The wait is a barrier on a gloo group with MAIN_WORK_TIMEOUT, so no NCCL collective is
     pending (and no NCCL watchdog running) while rank 0 renders a preview or saves.
     """
+    if ctx.is_distributed:
+        dist.barrier(group=_main_work_barrier_group())
+
+
+def _main_work_barrier_group():
+    """The gloo group of `wait_for_main`, made once per process group by every rank together
+    (in init_distributed; here when the process group was made elsewhere)."""
     global _main_work_group
-    if not ctx.is_distributed:
-        return
-    if _main_work_group is None:  # created collectively: every rank reaches the first call together
+    if _main_work_group is None:
         _main_work_group = dist.new_group(backend="gloo", timeout=MAIN_WORK_TIMEOUT)
-    dist.barrier(group=_main_work_group)
+    return _main_work_group
 
 
 def all_reduce_mean(value: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
