@@ -84,16 +84,18 @@ def tf32_for(precision: Precision) -> Optional[bool]:
 @contextlib.contextmanager
 def deterministic(enabled: bool):
     """Within the block, ask PyTorch for deterministic kernels (True): `use_deterministic_algorithms`
-    (warn_only: an op without a deterministic kernel warns instead of failing), cuDNN deterministic
-    without autotuning, and `CUBLAS_WORKSPACE_CONFIG` (set here only if unset; it takes effect
-    only when no cuBLAS handle exists yet, i.e. before the first CUDA matmul of the process)."""
+    (strict: an op without a deterministic kernel raises, naming itself; with warn_only the
+    flash and memory-efficient attention backwards would stay non-deterministic, warning only),
+    cuDNN deterministic without autotuning, and `CUBLAS_WORKSPACE_CONFIG` (set here only if
+    unset; it takes effect only when no cuBLAS handle exists yet, i.e. before the first CUDA
+    matmul of the process)."""
     if not enabled:
         yield
         return
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
               torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         yield

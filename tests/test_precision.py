@@ -75,7 +75,7 @@ def test_tf32_and_deterministic_switches_are_undone_after_the_block(monkeypatch)
     assert flags() == before
     assert not torch.are_deterministic_algorithms_enabled()
     with deterministic(True):
-        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == precision.CUBLAS_DETERMINISTIC_WORKSPACE
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
