@@ -19,6 +19,8 @@ Variants (a `+`/`-` suffix adds to / removes from the base):
   +tf32         TF32 matmuls and convolutions (CUDA; for fp32)
   +ckpt         gradient checkpointing in the U-Net
   +compile      torch.compile of the U-Net (`--compile-backend`, `--compile-mode`)
+  +det          deterministic kernels (`train.deterministic`; run with CUBLAS_WORKSPACE_CONFIG=:4096:8
+                set, since cuBLAS reads it when the first variant starts)
   -sdpa         attention restricted to the math kernel (no fused / flash SDPA)
 On CUDA variants run one after the other (each peak memory is its own); on CPU they are built
 together and timed in turn, so the drifting load of a shared machine hits all alike. The
@@ -44,12 +46,12 @@ from benchmarks.common import bf16_peak_tflops, count_flops, device_name, synchr
 from fashionflow.config import load_config  # noqa: E402
 from fashionflow.diffusion import make_scheduler  # noqa: E402
 from fashionflow.models import build_models  # noqa: E402
-from fashionflow.precision import autocast, tf32  # noqa: E402
+from fashionflow.precision import autocast, deterministic, tf32  # noqa: E402
 from fashionflow.training.loop import DenoisingLoss  # noqa: E402
 from fashionflow.training.optim import build_optimizer  # noqa: E402
 
-CUDA_VARIANTS = ["released", "released+fp16", "fp32", "fp32+tf32", "bf16", "bf16-sdpa", "bf16+ckpt", "bf16+compile",
-                 "bf16+ckpt+compile"]
+CUDA_VARIANTS = ["released", "released+fp16", "fp32", "fp32+tf32", "bf16", "bf16-sdpa", "bf16+det", "bf16+ckpt",
+                 "bf16+compile", "bf16+ckpt+compile"]
 CPU_VARIANTS = ["fp32", "fp32+ckpt"]  # (on CPU the model always uses the math attention kernel)
 # --tiny: the tiny preset, 2 frames, every variant of ours (compiled with the cheap "eager" backend)
 TINY_VARIANTS = ["fp32", "bf16", "fp16", "fp32+tf32", "bf16+ckpt", "bf16-sdpa", "bf16+compile"]
@@ -105,7 +107,7 @@ def build_step(variant: str, cfg, device: torch.device, compile_options: dict):
         return sdpa_kernel([SDPBackend.MATH])
 
     def step():
-        with tf32(True if "tf32" in options else None):
+        with tf32(True if "tf32" in options else None), deterministic("det" in options):
             with attention_kernels(), autocast(device, dtype):
                 loss = model(latents, clip, image_latent, None, timesteps, noise).float()
             (scaler.scale(loss) if scaler else loss).backward()

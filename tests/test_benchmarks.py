@@ -33,7 +33,7 @@ def test_unet_benchmark_times_ours_and_the_released_network(capsys):
 
 
 def test_train_benchmark_runs_every_variant_of_ours(capsys):
-    variants = ["fp32", "bf16", "fp16", "fp32+tf32", "bf16+ckpt", "bf16-sdpa"]  # +compile: tests/test_train.py
+    variants = ["fp32", "bf16", "fp16", "fp32+tf32", "bf16+ckpt", "bf16-sdpa", "fp32+det"]  # +compile: test_train
     train_bench.main(["--tiny", "--variants", *variants])
     out = capsys.readouterr().out
     rows = table_rows(out)
