@@ -14,7 +14,8 @@ One optimiser step = `grad_accum_steps` micro-batches of `batch_size` clips on e
 
 Nothing random depends on process-global RNG state, so rerunning the same command resumes
 from the latest checkpoint and reproduces the uninterrupted run's losses bitwise (same world
-size and device type; on CUDA only with deterministic kernels, `train.deterministic`).
+size and device type; on CUDA some backward kernels sum in a varying order unless
+`train.deterministic` is set: README, "Training").
 """
 
 from __future__ import annotations
