@@ -62,6 +62,23 @@ def test_loaded_model_equals_released_formulation(synthetic_checkpoint):
     assert ((ours - expected).norm() / expected.norm()).item() < 1e-5
 
 
+def test_forward_makes_every_tensor_on_the_inputs_device():
+    """On the meta device nothing is computed, and a tensor made on the CPU inside forward (an
+    arange or tensor() without device=) fails to mix with the inputs, as it would on CUDA."""
+    from benchmarks.released_reference import EmbeddingAdapter, SpaceTimeUnet
+
+    with torch.device("meta"):
+        reference, reference_adapter = SpaceTimeUnet(), EmbeddingAdapter()
+        unet, adapter = SpaceTimeUNet(), ImageConditionAdapter()
+        x, t = torch.randn(1, 4, 70, 80, 64), torch.tensor([500.0])  # the paper size
+        clip, latent = torch.randn(1, 50, 768), torch.randn(1, 4, 80, 64)
+    with torch.no_grad():
+        context = reference_adapter(clip, latent)
+        assert adapter(clip, latent).device.type == "meta"
+        assert reference(x, context, t).shape == unet(x, t, context).shape == (1, 4, 70, 80, 64)
+        assert unet(x, t, context).device.type == "meta"
+
+
 def test_convert_and_round_trip(synthetic_checkpoint, tmp_path, capsys):
     path, _ = synthetic_checkpoint
     assert convert_main([str(path), str(tmp_path / "converted")]) == 0
