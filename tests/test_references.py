@@ -1,0 +1,228 @@
+"""Several reference images (models/references.py) and the conditioning ablation switches:
+shapes for R = 0..R_max, the base model at step 0, batch and order invariance, initialising
+from a single-image checkpoint, the training draws, the pipeline and inference.py."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fashionflow.config import ConfigError, config_hash, load_config
+from fashionflow.diffusion import diffusion_loss, guided_conditions, make_scheduler, sample_video_latents
+from fashionflow.models import build_models, load_base_weights
+from fashionflow.training import loop
+
+ROOT = Path(__file__).resolve().parents[1]
+R_MAX = 3
+
+
+def tiny_cfg(*overrides):
+    return load_config(ROOT / "configs/tiny.yaml", list(overrides))
+
+
+@pytest.fixture(scope="module")
+def models():
+    """(base U-Net, the same U-Net with references (fresh), the latter with non-zero reference outputs)."""
+    torch.manual_seed(0)
+    base, _ = build_models(tiny_cfg().model)
+    torch.manual_seed(0)
+    fresh, _ = build_models(tiny_cfg(f"model.max_references={R_MAX}").model)
+    torch.manual_seed(0)
+    trained, _ = build_models(tiny_cfg(f"model.max_references={R_MAX}").model)
+    with torch.no_grad():
+        for block in (*trained.references.down, *trained.references.up):
+            torch.nn.init.normal_(block.to_out.weight, std=0.2)
+    return base.eval(), fresh.eval(), trained.eval()
+
+
+def inputs(b=2, r=R_MAX, seed=0, frames=4):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, 4, frames, 16, 16, generator=g), torch.tensor([10, 700][:b]), torch.randn(b, 50, 32, generator=g),
+            torch.randn(b, r, 50, 32, generator=g))
+
+
+# ------------------------------------------------------------------------ the model
+
+@torch.no_grad()
+def test_shapes_for_every_r_and_a_fresh_module_is_exactly_the_base_model(models):
+    base, fresh, trained = models
+    x, t, context, refs = inputs()
+    expected = base(x, t, context)
+    assert fresh.references is not None and base.references is None
+    for r in range(R_MAX + 1):
+        assert torch.equal(fresh(x, t, context, references=refs[:, :r]), expected)  # zero init: step-0 model
+        out = trained(x, t, context, references=refs[:, :r])
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        assert torch.equal(out, expected) == (r == 0)  # R = 0 is the base model; references change the output
+    masked = trained(x, t, context, references=refs, reference_mask=torch.zeros(2, R_MAX, dtype=torch.bool))
+    assert torch.equal(masked, expected)  # all masked: exactly the base model
+
+
+@torch.no_grad()
+def test_batch_with_different_r_equals_each_video_alone_and_order_does_not_matter(models):
+    _, _, trained = models
+    x, t, context, refs = inputs()
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    together = trained(x, t, context, references=refs, reference_mask=mask)
+    for i, r in enumerate((2, 1)):
+        alone = trained(x[i:i + 1], t[i:i + 1], context[i:i + 1], references=refs[i:i + 1, :r])
+        torch.testing.assert_close(together[i:i + 1], alone, rtol=1e-5, atol=1e-5)
+    flipped = trained(x[:1], t[:1], context[:1], references=refs[:1, [2, 0, 1]])
+    torch.testing.assert_close(flipped, trained(x[:1], t[:1], context[:1], references=refs[:1]), rtol=1e-5, atol=1e-5)
+
+
+def test_reference_errors_say_what_is_wrong(models):
+    base, fresh, _ = models
+    x, t, context, refs = inputs()
+    with pytest.raises(ValueError, match="no reference conditioning"):
+        base(x, t, context, references=refs)
+    with pytest.raises(ValueError, match=r"at most 3 \(model.max_references\)"):
+        fresh(x, t, context, references=torch.randn(2, 4, 50, 32))
+    with pytest.raises(ValueError, match="reference_mask must be"):
+        fresh(x, t, context, references=refs, reference_mask=torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ConfigError, match="max_references"):
+        tiny_cfg("model.max_references=-1")
+
+
+def test_init_from_a_single_image_checkpoint_is_that_checkpoint_at_step_0(models, tmp_path):
+    base, _, _ = models
+    _, adapter = build_models(tiny_cfg().model)
+    base.save_pretrained(tmp_path / "unet")
+    adapter.save_pretrained(tmp_path / "adapter")
+    cfg = tiny_cfg(f"model.max_references={R_MAX}")
+    torch.manual_seed(1)  # other random weights than the checkpoint
+    unet, new_adapter = build_models(cfg.model)
+    missing = loop.load_initial_weights(tmp_path, unet, new_adapter, cfg)
+    assert missing and all(k.startswith("references.") for k in missing)
+    x, t, context, refs = inputs()
+    with torch.no_grad():
+        assert torch.equal(unet.eval()(x, t, context, references=refs), base(x, t, context))
+    state = base.state_dict()
+    state.pop("conv_out.spatial.weight")
+    with pytest.raises(RuntimeError, match="conv_out.spatial.weight"):  # only the new modules may be missing
+        load_base_weights(unet, state)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_with_references(models):
+    _, _, trained = models
+    x, t, context, refs = inputs(b=1, frames=2)
+    grads = []
+    for checkpointing in (False, True):
+        trained.enable_gradient_checkpointing() if checkpointing else trained.disable_gradient_checkpointing()
+        trained.zero_grad()
+        trained(x, t, context, references=refs).square().mean().backward()
+        grads.append([p.grad.clone() for p in trained.references.parameters()])
+    trained.disable_gradient_checkpointing()
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------------ ablation switches
+
+def test_adapter_inputs_switch():
+    m = tiny_cfg().model
+    clip, latent = torch.randn(2, 50, 32), torch.randn(2, 4, 16, 16)
+    adapters = {}
+    for inputs_ in ("clip_and_vae", "clip", "vae", "disabled"):
+        torch.manual_seed(0)
+        adapters[inputs_] = build_models(tiny_cfg(f"model.global_conditioning={inputs_}").model)[1]
+    with torch.no_grad():
+        full = adapters["clip_and_vae"](clip, latent)
+        for a in adapters.values():  # make the VAE tokens count (they start with zero mixing weights)
+            a.token_mixer.weight[:, 50:] = 0.5
+        full = adapters["clip_and_vae"](clip, latent)
+        clip_only, vae_only = adapters["clip"], adapters["vae"]
+        assert torch.equal(clip_only(clip, latent), clip_only(clip, torch.randn(2, 4, 16, 16)))  # latent unused
+        assert torch.equal(vae_only(clip, latent), vae_only(torch.randn(2, 50, 32), latent))  # CLIP unused
+        assert not torch.allclose(clip_only(clip, latent), full) and not torch.allclose(vae_only(clip, latent), full)
+        assert torch.equal(adapters["disabled"](clip, latent), torch.zeros(2, 50, 32))
+    assert m.global_conditioning == "clip_and_vae" and tiny_cfg().diffusion.local_conditioning
+
+
+@pytest.mark.parametrize("name, key, value", [("global_only", "local_conditioning", False),
+                                              ("local_only", "global_conditioning", "disabled"),
+                                              ("clip_tokens", "global_conditioning", "clip"),
+                                              ("vae_tokens", "global_conditioning", "vae")])
+def test_ablation_presets_change_one_switch_of_the_released_config(name, key, value):
+    preset, released = load_config(ROOT / f"configs/ablation_{name}.yaml"), load_config(ROOT / "configs/fashionflow.yaml")
+    section = "diffusion" if key == "local_conditioning" else "model"
+    assert getattr(getattr(preset, section), key) == value
+    setattr(getattr(preset, section), key, getattr(getattr(released, section), key))
+    assert preset == released
+
+
+def test_local_conditioning_off_noises_and_predicts_frame_0():
+    seen = {}
+
+    def unet(noisy, timesteps, context, **conditions):
+        seen.update(noisy=noisy, conditions=conditions)
+        return torch.zeros_like(noisy)
+
+    cfg = tiny_cfg()
+    scheduler = make_scheduler(cfg.diffusion)
+    latents, noise = torch.randn(1, 4, 4, 16, 16), torch.randn(1, 4, 4, 16, 16)
+    t = torch.tensor([999])
+    on = diffusion_loss(unet, latents, None, scheduler, cfg.diffusion, timesteps=t, noise=noise)
+    assert torch.equal(seen["noisy"][:, :, 0], latents[:, :, 0])
+    cfg.diffusion.local_conditioning = False
+    off = diffusion_loss(unet, latents, None, scheduler, cfg.diffusion, timesteps=t, noise=noise,
+                         conditions={"references": "R"})
+    assert not torch.allclose(seen["noisy"][:, :, 0], latents[:, :, 0]) and seen["conditions"] == {"references": "R"}
+    frame_mse = noise.square().mean(dim=(0, 1, 3, 4))
+    torch.testing.assert_close(on, frame_mse[1:].sum())  # frame 0's target is zero, prediction zero
+    torch.testing.assert_close(off, frame_mse.sum())  # frame 0's target is its noise
+    image_latent = torch.randn(1, 4, 16, 16)
+    for local in (True, False):
+        video = sample_video_latents(lambda x, t, c: torch.zeros_like(x), make_scheduler(cfg.diffusion, "ddim"),
+                                     torch.zeros(1, 50, 32), image_latent, 2, 2, local_conditioning=local,
+                                     generator=torch.Generator().manual_seed(0))
+        assert torch.equal(video[:, :, 0], image_latent) == local
+
+
+def test_guidance_null_half_has_no_references():
+    refs, mask = torch.randn(2, 3, 50, 32), torch.tensor([[True, True, False], [True, False, False]])
+    doubled = guided_conditions({"references": refs, "reference_mask": mask})
+    assert doubled["references"].shape == (4, 3, 50, 32)
+    assert not doubled["reference_mask"][:2].any() and torch.equal(doubled["reference_mask"][2:], mask)
+    assert guided_conditions({"references": refs})["reference_mask"][2:].all()
+
+
+# ------------------------------------------------------------------------ training draws
+
+def reference_batch(b=4, k=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"reference_latent_mean": torch.randn(b, k, 4, 16, 16, generator=g),
+            "reference_latent_std": torch.rand(b, k, 4, 16, 16, generator=g) * 0.1,
+            "reference_clip_hidden_states": torch.randn(b, k, 50, 32, generator=g),
+            "reference_valid": torch.tensor([[False, True, True, True], [True, True, True, True],
+                                             [True, False, False, False], [False, False, False, False]][:b])}
+
+
+def test_reference_draws_are_deterministic_in_range_and_skip_the_conditioning_frame():
+    cfg = tiny_cfg("model.max_references=2", "train.reference_dropout=0.0")
+    batch = reference_batch()
+    draw = lambda seed: loop.draw_references(batch, cfg, torch.Generator().manual_seed(seed), torch.device("cpu"))
+    clip, latent, mask = draw(5)
+    assert clip.shape == (4, 2, 50, 32) and latent.shape == (4, 2, 4, 16, 16) and mask.shape == (4, 2)
+    assert all(torch.equal(a, b) for a, b in zip(draw(5), (clip, latent, mask)))  # same (seed, rank, step): same draw
+    assert mask[0].any() and mask[1].any() and mask[2].tolist() == [True, False] and not mask[3].any()
+    for i in range(4):
+        for slot in range(2):
+            if mask[i, slot]:  # a valid candidate, not the clip's own conditioning frame
+                index = next(j for j in range(4) if torch.equal(batch["reference_clip_hidden_states"][i, j], clip[i, slot]))
+                assert batch["reference_valid"][i, index]
+    counts = {int(m.sum()) for s in range(40) for m in draw(s)[2][:2]}
+    assert counts == {1, 2}  # 1..R references, all values drawn
+    assert not loop.draw_references(batch, tiny_cfg("model.max_references=2", "train.reference_dropout=1.0"),
+                                    torch.Generator().manual_seed(0), torch.device("cpu"))[2].any()
+    wide = loop.draw_references(reference_batch(k=4), tiny_cfg("model.max_references=6"),
+                                torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert wide[0].shape[1] == 6 and not wide[2][:, 4:].any()  # fewer candidates than R: masked padding
+
+
+def test_config_hash_of_folders_projected_before_reference_candidates_is_kept():
+    assert config_hash(tiny_cfg()) == "0e21ce7f199e1931"  # the hash before data.reference_candidates existed
+    assert config_hash(tiny_cfg("data.reference_candidates=2")) != config_hash(tiny_cfg())
