@@ -226,3 +226,87 @@ def test_reference_draws_are_deterministic_in_range_and_skip_the_conditioning_fr
 def test_config_hash_of_folders_projected_before_reference_candidates_is_kept():
     assert config_hash(tiny_cfg()) == "0e21ce7f199e1931"  # the hash before data.reference_candidates existed
     assert config_hash(tiny_cfg("data.reference_candidates=2")) != config_hash(tiny_cfg())
+
+
+# ------------------------------------------------------------------------ pipeline and CLI
+
+@pytest.fixture(scope="module")
+def ref_pipeline(tmp_path_factory):
+    """A tiny pipeline with references (fresh, zero-initialised), saved as a folder; (pipe, folder)."""
+    from fashionflow.pipeline import save_pipeline
+    from fashionflow.testing import build_tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("refs")
+    cfg = tiny_cfg("model.max_references=2", "sample.num_inference_steps=2", "sample.num_frames=2")
+    pipe, cfg = build_tiny_pipeline(folder, cfg)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, save_pipeline(pipe, folder / "pipeline", cfg)
+
+
+def frames_of(pipe, images, seeds, **kwargs):
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    return pipe(images, num_frames=2, num_inference_steps=2, generator=generators, output_type="pt", **kwargs).frames
+
+
+def test_pipeline_reference_images(ref_pipeline):
+    pipe, _ = ref_pipeline
+    g = torch.Generator().manual_seed(0)
+    front, back, side, other = (torch.rand(3, 64, 48, generator=g) for _ in range(4))
+    single = frames_of(pipe, [front], [0])
+    assert torch.equal(frames_of(pipe, [front], [0], reference_images=[[back, side]]), single)  # zero init
+    assert torch.equal(frames_of(pipe, [front], [0], reference_images=[None]), single)
+    blocks = (*pipe.unet.references.down, *pipe.unet.references.up)
+    saved = [b.to_out.weight.clone() for b in blocks]
+    try:
+        with torch.no_grad():
+            for block in blocks:
+                torch.nn.init.normal_(block.to_out.weight, std=0.3)
+        with_refs = frames_of(pipe, [front], [0], reference_images=[[back, side]])
+        assert with_refs.shape == single.shape and not torch.equal(with_refs, frames_of(pipe, [front], [0]))
+        batch = frames_of(pipe, [front, other], [0, 1], reference_images=[[back, side], [side]])
+        torch.testing.assert_close(batch[:1], with_refs, rtol=1e-4, atol=1e-4)  # a video does not depend on its batch
+        torch.testing.assert_close(batch[1:], frames_of(pipe, [other], [1], reference_images=[[side]]),
+                                   rtol=1e-4, atol=1e-4)
+    finally:
+        with torch.no_grad():
+            for block, weight in zip(blocks, saved):
+                block.to_out.weight.copy_(weight)
+    with pytest.raises(ValueError, match="one entry .* per input image"):
+        frames_of(pipe, [front, other], [0, 1], reference_images=[[back]])
+
+
+def test_a_single_image_pipeline_refuses_references(tmp_path):
+    from fashionflow.testing import build_tiny_pipeline
+
+    pipe, _ = build_tiny_pipeline(tmp_path)
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match="takes no reference images"):
+        frames_of(pipe, [torch.rand(3, 32, 32)], [0], reference_images=[[torch.rand(3, 32, 32)]])
+
+
+def test_inference_cli_references(ref_pipeline, tmp_path, capsys):
+    from fashionflow.synthetic import render_clip
+    from fashionflow.video_io import write_mp4
+
+    sys.path.insert(0, str(ROOT))
+    import inference
+
+    _, folder = ref_pipeline
+    paths = []
+    for name, seed in (("front", 0), ("back", 1), ("side", 2)):
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(render_clip(seed, 1, 96, 80).frames[0]).save(paths[-1])
+    out = tmp_path / "result"
+    common = ["--checkpoint", str(folder), "--frames", "2", "--output-dir", str(out), "--device", "cpu"]
+    assert inference.main(common + ["--image", str(paths[0]), "--reference", str(paths[1]), str(paths[2])]) == 0
+    sheet = np.asarray(Image.open(out / "front_0_input.png"))
+    assert sheet.shape == (128, 3 * 128, 3)  # the input, then its two references
+    videos = tmp_path / "videos"
+    write_mp4(videos / "turn.mp4", render_clip(3, 12, 64, 64).frames, fps=8)
+    assert inference.main(common + ["--dataset", str(videos), "--num-references", "2"]) == 0
+    assert np.asarray(Image.open(out / "turn_0_input.png")).shape == (128, 3 * 128, 3)
+    capsys.readouterr()
+    assert inference.main(common + ["--image", str(paths[0]), "--reference", *map(str, paths)]) == 2
+    assert "takes at most 2 (model.max_references)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        inference.parse_args(["--image", str(paths[0]), "--num-references", "2"])  # needs --dataset
