@@ -310,3 +310,38 @@ def test_inference_cli_references(ref_pipeline, tmp_path, capsys):
     assert "takes at most 2 (model.max_references)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         inference.parse_args(["--image", str(paths[0]), "--num-references", "2"])  # needs --dataset
+
+
+# ------------------------------------------------------------------------ measuring what a back view adds
+
+def test_reference_evaluation_on_a_turning_clip():
+    from types import SimpleNamespace
+
+    from fashionflow.demo import evaluate_references as ev
+    from fashionflow.synthetic import render_clip
+
+    back, front = ev.facing(np.array([0, 30, 90, 170, 190, 350, -170, 540]))
+    assert back.tolist() == [False, False, False, True, True, False, True, True]
+    assert front.tolist() == [True, True, False, False, False, True, False, False]
+    seed = next(s for s in range(50) if render_clip(s, 1, 32, 32).figure.action == "turn")
+    rendered = render_clip(seed, 12, 64, 64)
+    yaw = np.linspace(0, 270, 12)  # three quarters of a turn: back-facing frames 6..9, squarely at 7
+    clip = SimpleNamespace(frames=rendered.frames, garment_mask=rendered.garment_mask, yaw=yaw)
+    assert ev.clip_yaw(clip) is yaw and ev.back_view_index(yaw) == 7
+    with pytest.raises(ValueError, match="predate v2"):
+        ev.clip_yaw(SimpleNamespace(frames=None))
+
+    class Stub:
+        """The truth when given the back view, the input repeated (no back) otherwise."""
+
+        def __call__(self, image, reference_images=None, **kwargs):
+            video = rendered.frames if reference_images else np.repeat(image[None], 12, axis=0)
+            return SimpleNamespace(frames=video[None])
+
+    result = ev.evaluate(Stub(), [({"file": "turn.mp4"}, clip, yaw)], steps=2, seed=0, init_strength=1.0,
+                         log=lambda *_: None)
+    assert result["front_and_back"]["back_colour"] == 0 and result["front_only"]["back_colour"] > 0.1
+    assert result["verdict"]["back_errors_30_percent_lower"] and result["verdict"]["front_no_worse"]
+    assert "| back-facing frames: garment colour error (0-1) |" in ev.markdown_table(result)
+    strip = ev.frame_strip(*result["videos"][0])
+    assert strip.shape == (3 * 64, 10 * 64, 3)

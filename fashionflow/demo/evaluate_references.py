@@ -1,0 +1,245 @@
+"""What a back view adds: the front image alone vs front + back view, on held-out turning clips.
+
+    python -m fashionflow.demo.evaluate_references --checkpoint checkpoint/demo \
+        --dataset fashion_dataset/synthetic --output benchmarks/results/references.json --strip docs/references_strip.png
+
+For each test clip of a synthetic dataset (v2: the renderer's yaw per frame, `clip.yaw`, or the
+`NAME.pose.npz` sidecar; 0 = facing the camera, 180 = the back) that turns its back to the
+camera: frame 0 (front) is the conditioning image; the back view is the clip's frame whose yaw
+is nearest 180 degrees (a frame of the test video, as ProFashion's references come from the
+test videos). The model makes two videos with the same seed: front alone
+(`reference_images=None`) and front + back view. Against the ground truth, per frame:
+- garment colour error: total-variation distance between the RGB histograms of the garment
+  pixels (the truth's garment mask, `fashionflow.demo.quality`), 0 = same colours, 1 = disjoint;
+- garment pattern error: mean absolute RGB difference (0-255) over the garment pixels;
+averaged over back-facing frames (|yaw - 180| < 45) and front-facing ones (|yaw| < 45), frame 0
+(the input) and the back view's own frame and its neighbours (+-1) left out, so the back view is
+not scored against itself. Also SSIM / PSNR (and LPIPS with its weights) of frames 1.. against
+the truth (ProFashion's paired protocol, `fashionflow.metrics`). The target of issue 12: the back
+frames' errors at least 30 % lower with the back view, the front frames' no worse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fashionflow.demo import quality
+from fashionflow.synthetic import render_clip
+
+FACING_DEGREES = 45.0  # a frame faces front (back) when its yaw is within this of 0 (180)
+CONDITIONS = ("front_only", "front_and_back")
+TARGET_REDUCTION = 0.30
+
+
+def clip_yaw(clip, pose_file: Path | None = None) -> np.ndarray:
+    """The renderer's yaw per frame, float [f] degrees: `clip.yaw`, else the NAME.pose.npz sidecar."""
+    yaw = getattr(clip, "yaw", None)
+    if yaw is None and pose_file is not None and pose_file.is_file():
+        with np.load(pose_file) as sidecar:
+            yaw = sidecar["yaw"]
+    if yaw is None:
+        raise ValueError(f"no yaw for this clip: the synthetic clips predate v2 (render_clip without `yaw`, no "
+                         f"{pose_file}); regenerate them with the current fashionflow.synthetic")
+    return np.asarray(yaw, np.float64)
+
+
+def facing(yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(back-facing, front-facing) bool [f] from yaw [f] in degrees (any multiple of 360 apart)."""
+    off_front = np.abs((np.asarray(yaw) + 180.0) % 360.0 - 180.0)  # 0 front .. 180 back
+    return off_front > 180.0 - FACING_DEGREES, off_front < FACING_DEGREES
+
+
+def back_view_index(yaw: np.ndarray) -> int:
+    """The frame that shows the back most squarely (yaw nearest 180 degrees)."""
+    return int(np.argmin(np.cos(np.radians(yaw))))
+
+
+def garment_errors(video: np.ndarray, truth: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [f, h, w, 3] twice, the truth's garment masks bool [f, h, w] -> (colour [f], pattern [f])."""
+    colour = np.array([quality.histogram_distance(quality.colour_histogram(v, m), quality.colour_histogram(t, m))
+                       for v, t, m in zip(video, truth, masks)])
+    pattern = np.array([np.abs(v[m].astype(np.float64) - t[m]).mean() if m.any() else 0.0
+                        for v, t, m in zip(video, truth, masks)])
+    return colour, pattern
+
+
+def lpips_per_frame(model, video: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """LPIPS of each frame pair (uint8 [f, h, w, 3] twice) -> [f]."""
+    to_input = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    with torch.no_grad():
+        return model(to_input(video), to_input(truth)).numpy()
+
+
+def clip_scores(video: np.ndarray, truth: np.ndarray, masks: np.ndarray, yaw: np.ndarray, back_index: int,
+                lpips=None) -> dict[str, float]:
+    """Garment errors on back- and front-facing frames, SSIM / PSNR / LPIPS over frames 1.."""
+    from fashionflow.metrics.paired import psnr_per_frame, ssim_per_frame
+
+    back, front = facing(yaw)
+    scored = np.ones(len(truth), bool)
+    scored[0] = False  # the input itself
+    scored[max(0, back_index - 1):back_index + 2] = False  # the back view and its neighbours
+    colour, pattern = garment_errors(video, truth, masks)
+    mean = lambda values, where: float(values[where].mean()) if where.any() else float("nan")  # noqa: E731
+    scores = {"back_colour": mean(colour, back & scored), "back_pattern": mean(pattern, back & scored),
+              "front_colour": mean(colour, front & scored), "front_pattern": mean(pattern, front & scored),
+              "ssim": float(ssim_per_frame(video[1:], truth[1:]).mean()),
+              "psnr": float(np.mean(psnr_per_frame(video[1:], truth[1:])))}
+    if lpips is not None:
+        scores["lpips"] = float(lpips_per_frame(lpips, video[1:], truth[1:]).mean())
+    return scores
+
+
+def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Means over clips, ignoring clips without frames of a kind (NaN)."""
+    finite = lambda key: [row[key] for row in rows if not np.isnan(row[key])]  # noqa: E731
+    return {key: float(np.mean(finite(key))) if finite(key) else float("nan") for key in rows[0]}
+
+
+def verdict(result: dict) -> dict:
+    """Relative change of each garment error with the back view, and the issue's target."""
+    without, with_back = result["front_only"], result["front_and_back"]
+    change = {key: 1.0 - with_back[key] / without[key] for key in ("back_colour", "back_pattern", "front_colour",
+                                                                   "front_pattern") if without[key] > 0}
+    return {"reduction": change,
+            "back_errors_30_percent_lower": all(change.get(k, 0) >= TARGET_REDUCTION
+                                                for k in ("back_colour", "back_pattern")),
+            "front_no_worse": all(with_back[k] <= without[k] for k in ("front_colour", "front_pattern"))}
+
+
+def turning_clips(dataset: Path, limit: int | None, num_frames: int, height: int, width: int):
+    """Yield (manifest entry, rendered clip, yaw) for the test clips that show their back."""
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    found = 0
+    for entry in (c for c in manifest["clips"] if c["split"] == "test"):
+        clip = render_clip(entry["seed"], num_frames, height, width)
+        yaw = clip_yaw(clip, (dataset / entry["file"]).with_suffix(".pose.npz"))[:num_frames]
+        if not facing(yaw)[0].any():
+            continue
+        yield entry, clip, yaw
+        found += 1
+        if limit and found >= limit:
+            return
+
+
+def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lpips=None, log=print) -> dict:
+    """Both conditions on every clip (same seed); per-condition means and the strips' videos."""
+    rows = {name: [] for name in CONDITIONS}
+    videos, started = [], time.perf_counter()
+    for index, (entry, clip, yaw) in enumerate(clips):
+        truth, back_index = clip.frames, back_view_index(yaw)
+        made = {}
+        for name, references in (("front_only", None), ("front_and_back", [[truth[back_index]]])):
+            generator = torch.Generator(device="cpu").manual_seed(seed + index)
+            made[name] = pipe(truth[0], num_frames=len(truth), num_inference_steps=steps, generator=[generator],
+                              output_type="np", init_strength=init_strength, reference_images=references).frames[0]
+            rows[name].append(clip_scores(made[name], truth, clip.garment_mask, yaw, back_index, lpips))
+        videos.append((truth, made["front_only"], made["front_and_back"], back_index))
+        log(f"{entry['file']}: back view frame {back_index} (yaw {yaw[back_index]:.0f}); back colour error "
+            f"{rows['front_only'][-1]['back_colour']:.3f} alone, {rows['front_and_back'][-1]['back_colour']:.3f} "
+            f"with the back view")
+    if not videos:
+        raise ValueError("no held-out clip turns its back to the camera (|yaw - 180| < 45 in some frame)")
+    result = {name: summarise(rows[name]) for name in CONDITIONS}
+    result.update(clips=len(videos), seconds=round(time.perf_counter() - started, 1))
+    result["verdict"] = verdict(result)
+    return {**result, "videos": videos}
+
+
+def markdown_table(result: dict) -> str:
+    names = {"back_colour": "back-facing frames: garment colour error (0-1)",
+             "back_pattern": "back-facing frames: garment pattern error (0-255)",
+             "front_colour": "front-facing frames: garment colour error (0-1)",
+             "front_pattern": "front-facing frames: garment pattern error (0-255)",
+             "ssim": "SSIM vs truth, frames 1.. (higher better)", "psnr": "PSNR vs truth, frames 1.. (dB)",
+             "lpips": "LPIPS vs truth, frames 1.. (lower better)"}
+    reduction = result["verdict"]["reduction"]
+    lines = ["| measure | front image only | front + back view | change |", "| --- | --- | --- | --- |"]
+    for key, name in names.items():
+        if key in result["front_only"]:
+            change = f"{-100 * reduction[key]:+.0f} %" if key in reduction else "-"
+            lines.append(f"| {name} | {result['front_only'][key]:.3g} | {result['front_and_back'][key]:.3g} "
+                         f"| {change} |")
+    return "\n".join(lines)
+
+
+def frame_strip(truth: np.ndarray, front_only: np.ndarray, with_back: np.ndarray, back_index: int,
+                frames: int = 8) -> np.ndarray:
+    """Three rows (truth, front only, front + back), each led by its conditioning images
+    (front, and the back view or a blank): uint8 [3 h, (frames + 2) w, 3]."""
+    from fashionflow.video_io import contact_sheet
+
+    blank = np.full_like(truth[0], 255)
+    rows = [(truth[0], blank, truth), (truth[0], blank, front_only), (truth[0], truth[back_index], with_back)]
+    return np.concatenate([np.concatenate([front, back, contact_sheet(video, frames)], axis=1)
+                           for front, back, video in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default="checkpoint/demo", help="a pipeline trained with model.max_references")
+    parser.add_argument("--dataset", default="fashion_dataset/synthetic", help="python -m fashionflow.synthetic output (v2)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N turning test clips")
+    parser.add_argument("--steps", type=int, default=None, help="default: the checkpoint config's sample steps")
+    parser.add_argument("--init-strength", type=float, default=None, help="default: the config's sample.init_strength")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (docs/evaluation.md)")
+    parser.add_argument("--lpips-weights", default=None)
+    parser.add_argument("--output", default=None, help="write the numbers as JSON here")
+    parser.add_argument("--strip", default=None, help="write a truth / front only / front + back strip (PNG) here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from fashionflow.demo.evaluate_demo import cfg_sampler
+    from fashionflow.generate import quiet_libraries
+    from fashionflow.pipeline import load_pipeline
+
+    quiet_libraries()
+    pipe, cfg = load_pipeline(args.checkpoint, sampler=cfg_sampler(args.checkpoint))
+    if pipe.unet.references is None:
+        print(f"error: {args.checkpoint} takes no reference images (model.max_references=0)", file=sys.stderr)
+        return 1
+    pipe.set_progress_bar_config(disable=True)
+    lpips = None
+    if args.lpips_backbone:
+        from fashionflow.metrics.lpips import load_lpips
+
+        lpips = load_lpips(args.lpips_backbone, args.lpips_weights)
+    dataset = Path(args.dataset)
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    height, width = pipe.image_size
+    num_frames = cfg.sample.num_frames if cfg is not None else manifest["num_frames"]
+    steps = args.steps or (cfg.sample.num_inference_steps if cfg is not None else None)
+    init_strength = args.init_strength or (cfg.sample.init_strength if cfg is not None else 1.0)
+    try:
+        result = evaluate(pipe, turning_clips(dataset, args.limit, num_frames, height, width), steps, args.seed,
+                          init_strength, lpips)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    videos = result.pop("videos")
+    result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
+                  init_strength=init_strength, sampler=type(pipe.scheduler).__name__)
+    print(markdown_table(result))
+    print(json.dumps(result["verdict"]))
+    if args.output:
+        from fashionflow.utils import atomic_write_text
+
+        atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
+    if args.strip:
+        from fashionflow.video_io import write_image
+
+        write_image(args.strip, frame_strip(*videos[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
