@@ -345,3 +345,30 @@ def test_reference_evaluation_on_a_turning_clip():
     assert "| back-facing frames: garment colour error (0-1) |" in ev.markdown_table(result)
     strip = ev.frame_strip(*result["videos"][0])
     assert strip.shape == (3 * 64, 10 * 64, 3)
+
+
+def test_evaluate_references_command(ref_pipeline, tmp_path, monkeypatch, capsys):
+    import json
+    from types import SimpleNamespace
+
+    from fashionflow.demo import evaluate_references as ev
+    from fashionflow.synthetic import render_clip
+
+    _, folder = ref_pipeline
+    (tmp_path / "manifest.json").write_text(json.dumps({"num_frames": 8, "clips": [
+        {"file": "test/a.mp4", "split": "test", "seed": 4}, {"file": "train/b.mp4", "split": "train", "seed": 5}]}))
+    yaw = np.array([0, 10, 20, 170, 175, 180, 185, 190.0])
+
+    def render_v2(seed, num_frames, height, width):  # a clip with the renderer's yaw (synthetic v2)
+        clip = render_clip(seed, 8, height, width)
+        return SimpleNamespace(frames=clip.frames, garment_mask=clip.garment_mask, yaw=yaw)
+
+    monkeypatch.setattr(ev, "render_clip", render_v2)
+    args = ["--checkpoint", str(folder), "--dataset", str(tmp_path), "--threads", "1",
+            "--output", str(tmp_path / "r.json"), "--strip", str(tmp_path / "strip.png")]
+    assert ev.main(args) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["clips"] == 1 and set(result["front_only"]) == {"back_colour", "back_pattern", "front_colour",
+                                                                  "front_pattern", "ssim", "psnr"}
+    assert np.asarray(Image.open(tmp_path / "strip.png")).shape == (3 * 128, 10 * 128, 3)
+    assert "front + back view" in capsys.readouterr().out

@@ -120,7 +120,7 @@ def turning_clips(dataset: Path, limit: int | None, num_frames: int, height: int
     found = 0
     for entry in (c for c in manifest["clips"] if c["split"] == "test"):
         clip = render_clip(entry["seed"], num_frames, height, width)
-        yaw = clip_yaw(clip, (dataset / entry["file"]).with_suffix(".pose.npz"))[:num_frames]
+        yaw = clip_yaw(clip, (dataset / entry["file"]).with_suffix(".pose.npz"))[:len(clip.frames)]
         if not facing(yaw)[0].any():
             continue
         yield entry, clip, yaw
@@ -183,42 +183,24 @@ def frame_strip(truth: np.ndarray, front_only: np.ndarray, with_back: np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default="checkpoint/demo", help="a pipeline trained with model.max_references")
-    parser.add_argument("--dataset", default="fashion_dataset/synthetic", help="python -m fashionflow.synthetic output (v2)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N turning test clips")
-    parser.add_argument("--steps", type=int, default=None, help="default: the checkpoint config's sample steps")
-    parser.add_argument("--init-strength", type=float, default=None, help="default: the config's sample.init_strength")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    from fashionflow.demo.evaluate_demo import evaluation_parser, load_for_evaluation
+
+    parser = evaluation_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (docs/evaluation.md)")
     parser.add_argument("--lpips-weights", default=None)
-    parser.add_argument("--output", default=None, help="write the numbers as JSON here")
     parser.add_argument("--strip", default=None, help="write a truth / front only / front + back strip (PNG) here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    from fashionflow.demo.evaluate_demo import cfg_sampler
-    from fashionflow.generate import quiet_libraries
-    from fashionflow.pipeline import load_pipeline
-
-    quiet_libraries()
-    pipe, cfg = load_pipeline(args.checkpoint, sampler=cfg_sampler(args.checkpoint))
+    pipe, _, num_frames, steps, init_strength = load_for_evaluation(args)
     if pipe.unet.references is None:
         print(f"error: {args.checkpoint} takes no reference images (model.max_references=0)", file=sys.stderr)
         return 1
-    pipe.set_progress_bar_config(disable=True)
     lpips = None
     if args.lpips_backbone:
         from fashionflow.metrics.lpips import load_lpips
 
         lpips = load_lpips(args.lpips_backbone, args.lpips_weights)
     dataset = Path(args.dataset)
-    manifest = json.loads((dataset / "manifest.json").read_text())
     height, width = pipe.image_size
-    num_frames = cfg.sample.num_frames if cfg is not None else manifest["num_frames"]
-    steps = args.steps or (cfg.sample.num_inference_steps if cfg is not None else None)
-    init_strength = args.init_strength or (cfg.sample.init_strength if cfg is not None else 1.0)
     try:
         result = evaluate(pipe, turning_clips(dataset, args.limit, num_frames, height, width), steps, args.seed,
                           init_strength, lpips)
