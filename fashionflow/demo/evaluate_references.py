@@ -3,8 +3,8 @@
     python -m fashionflow.demo.evaluate_references --checkpoint checkpoint/demo \
         --dataset fashion_dataset/synthetic --output benchmarks/results/references.json --strip docs/references_strip.png
 
-For each test clip of a synthetic dataset (v2: the renderer's yaw per frame, `clip.yaw`, or the
-`NAME.pose.npz` sidecar; 0 = facing the camera, 180 = the back) that turns its back to the
+For each test clip of a synthetic dataset (re-rendered from its seed, with the renderer's yaw
+per frame, `clip.yaw`: 0 = facing the camera, +-180 = the back) that turns its back to the
 camera: frame 0 (front) is the conditioning image; the back view is the clip's frame whose yaw
 is nearest 180 degrees (a frame of the test video, as ProFashion's references come from the
 test videos). The model makes two videos with the same seed: front alone
@@ -36,18 +36,6 @@ from fashionflow.synthetic import render_clip
 FACING_DEGREES = 45.0  # a frame faces front (back) when its yaw is within this of 0 (180)
 CONDITIONS = ("front_only", "front_and_back")
 TARGET_REDUCTION = 0.30
-
-
-def clip_yaw(clip, pose_file: Path | None = None) -> np.ndarray:
-    """The renderer's yaw per frame, float [f] degrees: `clip.yaw`, else the NAME.pose.npz sidecar."""
-    yaw = getattr(clip, "yaw", None)
-    if yaw is None and pose_file is not None and pose_file.is_file():
-        with np.load(pose_file) as sidecar:
-            yaw = sidecar["yaw"]
-    if yaw is None:
-        raise ValueError(f"no yaw for this clip: the synthetic clips predate v2 (render_clip without `yaw`, no "
-                         f"{pose_file}); regenerate them with the current fashionflow.synthetic")
-    return np.asarray(yaw, np.float64)
 
 
 def facing(yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +108,7 @@ def turning_clips(dataset: Path, limit: int | None, num_frames: int, height: int
     found = 0
     for entry in (c for c in manifest["clips"] if c["split"] == "test"):
         clip = render_clip(entry["seed"], num_frames, height, width)
-        yaw = clip_yaw(clip, (dataset / entry["file"]).with_suffix(".pose.npz"))[:len(clip.frames)]
+        yaw = np.asarray(clip.yaw, np.float64)
         if not facing(yaw)[0].any():
             continue
         yield entry, clip, yaw
