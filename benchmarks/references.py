@@ -76,7 +76,8 @@ def step0_and_cost(config: str, repeats: int) -> list[str]:
         lines.append(f"| {r} | {change['concat']:.3f} | {change['attention']:.3f} | "
                      f"{statistics.median(times['concat']):.3f} | {statistics.median(times['attention']):.3f} |")
     extra = sum(p.numel() for p in unet.references.parameters())
-    lines.append(f"\n{config}: reference attention adds {extra:,} parameters to {sum(p.numel() for p in unet.parameters()) - extra:,}")
+    others = sum(p.numel() for p in unet.parameters()) - extra
+    lines.append(f"\n{config}: reference attention adds {extra:,} parameters to {others:,}")
     return lines
 
 
@@ -129,7 +130,8 @@ def toy_learning(steps: int, batch: int, lr: float, frames: int) -> list[str]:
         seconds = (time.perf_counter() - start) / max(steps, 1)
         with torch.no_grad():
             evaluation = torch.Generator().manual_seed(2)
-            back = [toy_loss(unet, adapter, variant, v, r, scheduler, evaluation, clip_tokens, True) for v, r in held_out]
+            back = [toy_loss(unet, adapter, variant, v, r, scheduler, evaluation, clip_tokens, True)
+                    for v, r in held_out]
             evaluation = torch.Generator().manual_seed(2)
             noisy = [toy_loss(unet, adapter, variant, v, r, scheduler, evaluation, clip_tokens, True, 500)
                      for v, r in held_out]
