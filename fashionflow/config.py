@@ -45,6 +45,12 @@ class ModelConfig:
     latent_height: int = 80  # the adapter's Linear(1280, 768) depends on the latent size
     latent_width: int = 64
     gradient_checkpointing: bool = False
+    # several reference images (models/references.py; off = 0, released): the U-Net attends, per
+    # level and per frame, to the adapter tokens of up to this many extra views of the garment
+    max_references: int = 0
+    # what the adapter feeds the image cross-attention (paper Table 2 ablation): CLIP and VAE
+    # tokens (released), CLIP tokens only, VAE tokens only, or nothing ("disabled": global conditioning off)
+    global_conditioning: Literal["clip_and_vae", "clip", "vae", "disabled"] = "clip_and_vae"
 
 
 @dataclass
@@ -79,6 +85,9 @@ class DiffusionConfig:
     timestep_spacing: Literal["default", "leading", "trailing", "linspace"] = "default"
     loss_on_first_frame: bool = True  # released: frame 0 (clean, zero target) is in the loss
     loss_reduction: Literal["sum_frames", "mean"] = "sum_frames"  # released: per-frame MSE summed
+    # released: frame 0 is the clean image latent in training and sampling; False (paper Table 2,
+    # "global conditioning only"): frame 0 is noised and predicted like the others
+    local_conditioning: bool = True
 
 
 @dataclass
@@ -95,6 +104,9 @@ class DataConfig:
     latent_dtype: Literal["float32", "float16"] = "float32"
     sample_latent: bool = True  # released: a sampled VAE latent, not the mean
     seed: int = 0
+    # frames spread over the whole video stored with every clip as reference candidates (VAE
+    # latent distribution, CLIP tokens, image, frame index) for model.max_references; 0 = none
+    reference_candidates: int = 0
 
 
 @dataclass
@@ -123,6 +135,9 @@ class TrainConfig:
     compile_mode: Optional[Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = None
     ema_decay: Optional[float] = None  # e.g. 0.9999; None = no EMA (released)
     cond_dropout: float = 0.0  # probability of dropping the image context (for guidance)
+    # with model.max_references: probability that a clip trains without references; otherwise it
+    # gets 1..max_references of its video's candidates (other frames than its conditioning frame)
+    reference_dropout: float = 0.1
     seed: int = 0
     num_workers: int = 2
     log_every: int = 40  # steps
@@ -184,6 +199,10 @@ class FashionFlowConfig:
                               f"data.height/width / 8 ({d.height // 8}x{d.width // 8})")
         if self.sample.num_frames % time:
             raise ConfigError(f"sample.num_frames={self.sample.num_frames} must be a multiple of {time}")
+        if m.max_references < 0 or d.reference_candidates < 0:
+            raise ConfigError("model.max_references and data.reference_candidates must be >= 0")
+        if not 0.0 <= self.train.reference_dropout <= 1.0:
+            raise ConfigError(f"train.reference_dropout={self.train.reference_dropout} must be in [0, 1]")
         if self.diffusion.rescale_betas_zero_snr and self.diffusion.prediction_type != "v_prediction":
             raise ConfigError("diffusion.rescale_betas_zero_snr needs diffusion.prediction_type=v_prediction "
                               "(at zero terminal SNR the noise is the whole input, so epsilon says nothing)")
@@ -331,7 +350,13 @@ def save_config(cfg: FashionFlowConfig, path: str | os.PathLike) -> None:
     atomic_write_text(path, config_to_yaml(cfg))
 
 
+# fields added after latent folders were first projected: left out of the hash while at their
+# default, so folders projected before they existed keep their hash
+_HASH_OMITTED_DEFAULTS = {("data", "reference_candidates"): 0}
+
+
 def config_hash(cfg: FashionFlowConfig, sections: tuple[str, ...] = ("data", "encoders")) -> str:
     """Short stable hash of some sections (e.g. what decides the projected latents)."""
-    payload = {s: config_to_dict(cfg)[s] for s in sections}
+    payload = {s: {k: v for k, v in config_to_dict(cfg)[s].items()
+                   if _HASH_OMITTED_DEFAULTS.get((s, k), object()) != v} for s in sections}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -38,7 +38,7 @@ from fashionflow.config import FashionFlowConfig, config_to_dict, config_to_yaml
 from fashionflow.diffusion import diffusion_loss, make_scheduler, null_context
 from fashionflow.distributed import (DistributedContext, barrier, all_reduce_mean, broadcast_from_main,
                                      derive_seed, gather_to_main, init_distributed, log, seed_rank, wait_for_main)
-from fashionflow.models import build_models
+from fashionflow.models import base_model_config, build_models, load_base_weights
 from fashionflow.precision import autocast, deterministic, tf32
 from fashionflow.training import checkpoint as ckpt
 from fashionflow.training.ema import ModelEMA
@@ -69,7 +69,9 @@ class DenoisingLoss(nn.Module):
     """U-Net and adapter in one module so DDP synchronises both; forward returns the loss.
 
     latents [b, c, f, h, w] (clean), clip_hidden_states [b, n, d], image_latent [b, c, h, w],
-    keep_context [b] bool (False = condition dropped), timesteps [b], noise like latents.
+    keep_context [b] bool (False = condition dropped), timesteps [b], noise like latents;
+    with references (model.max_references = R): reference_clip [b, R, n, d], reference_latent
+    [b, R, c, h, w] and reference_mask [b, R], each reference through the same adapter.
     """
 
     def __init__(self, unet, adapter, scheduler, diffusion_cfg, compile_options: Optional[dict] = None):
@@ -78,12 +80,21 @@ class DenoisingLoss(nn.Module):
         self.adapter = adapter
         self.scheduler, self.diffusion_cfg = scheduler, diffusion_cfg
 
-    def forward(self, latents, clip_hidden_states, image_latent, keep_context, timesteps, noise):
+    def forward(self, latents, clip_hidden_states, image_latent, keep_context, timesteps, noise,
+                reference_clip=None, reference_latent=None, reference_mask=None):
         context = self.adapter(clip_hidden_states, image_latent)
         if keep_context is not None:  # classifier-free guidance: the null context is all zeros
             context = torch.where(keep_context[:, None, None], context, null_context(context))
+        conditions = None
+        if reference_mask is not None:
+            tokens = self.adapter(rearrange(reference_clip, "b r n d -> (b r) n d"),
+                                  rearrange(reference_latent, "b r c h w -> (b r) c h w"))
+            if keep_context is not None:  # a dropped condition drops the references too
+                reference_mask = reference_mask & keep_context[:, None]
+            conditions = {"references": rearrange(tokens, "(b r) n d -> b r n d", b=len(reference_mask)),
+                          "reference_mask": reference_mask}
         return diffusion_loss(self.unet, latents, context, self.scheduler, self.diffusion_cfg,
-                              timesteps=timesteps, noise=noise)
+                              timesteps=timesteps, noise=noise, conditions=conditions)
 
 
 def total_steps(cfg: FashionFlowConfig, order: StepOrder) -> int:
@@ -106,7 +117,39 @@ def draw_step_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Gener
     timesteps = torch.randint(0, cfg.diffusion.num_train_timesteps, (b,), generator=generator, device=device)
     noise = torch.randn(latents.shape, generator=generator, device=device)
     clip_hidden_states = batch["clip_hidden_states"].to(device, non_blocking=True)
-    return latents, clip_hidden_states, image_latent, keep_context, timesteps, noise
+    inputs = (latents, clip_hidden_states, image_latent, keep_context, timesteps, noise)
+    if cfg.model.max_references > 0:  # drawn after the single-image draws, which stay as they were
+        inputs += draw_references(batch, cfg, generator, device)
+    return inputs
+
+
+def draw_references(batch: dict, cfg: FashionFlowConfig, generator: torch.Generator, device: torch.device):
+    """Which of its video's reference candidates each clip trains with, and a VAE sample of each.
+
+    Per clip: with probability `train.reference_dropout` none; else r ~ U{1 .. min(R, valid)} of
+    the valid candidates (not the clip's own conditioning frame), chosen uniformly at random.
+    Returns reference_clip [b, R, n, d], reference_latent [b, R, c, h, w], reference_mask [b, R]
+    (R = model.max_references; unused slots masked).
+    """
+    limit = cfg.model.max_references
+    valid = batch["reference_valid"].to(device)  # b k
+    b, k = valid.shape
+    scores = torch.rand(b, k, generator=generator, device=device).masked_fill(~valid, 2.0)  # invalid last
+    chosen = scores.argsort(dim=1, stable=True)[:, :limit]  # b min(R, k): a random order of the valid ones
+    available = valid.sum(dim=1).clamp(max=limit)
+    count = (1 + torch.rand(b, generator=generator, device=device) * available).floor().long()
+    count = torch.minimum(count, available)
+    dropped = torch.rand(b, generator=generator, device=device) < cfg.train.reference_dropout
+    count = torch.where(dropped, torch.zeros_like(count), count)
+    pick = lambda name: torch.stack([batch[name][i].to(device)[chosen[i]] for i in range(b)])  # noqa: E731
+    mean, std, clip = pick("reference_latent_mean"), pick("reference_latent_std"), pick("reference_clip_hidden_states")
+    latent = mean + std * torch.randn(mean.shape, generator=generator, device=device)
+    mask = torch.arange(chosen.shape[1], device=device)[None] < count[:, None]
+    missing = limit - chosen.shape[1]  # fewer candidates than R: masked zero slots
+    if missing:
+        pad = lambda x: torch.cat([x, x.new_zeros(b, missing, *x.shape[2:])], dim=1)  # noqa: E731
+        clip, latent, mask = pad(clip), pad(latent), pad(mask)
+    return clip, latent, mask
 
 
 MIXED_PRECISION = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -119,21 +162,26 @@ def compile_options(t) -> Optional[dict]:
     return {"backend": t.compile_backend, **({"mode": t.compile_mode} if t.compile_mode else {})}
 
 
-def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig) -> None:
-    """Start from a converted checkpoint folder (unet/, adapter/) or the authors' released .pth."""
+def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig) -> list[str]:
+    """Start from a converted checkpoint folder (unet/, adapter/) or the authors' released .pth.
+
+    The checkpoint may lack the weights of optional conditions the model has (references): they
+    keep their zero init, so the model starts as the checkpoint. Returns those missing keys.
+    """
     path = Path(path)
     if path.is_file():
         from fashionflow.official import load_official_checkpoint
 
-        source_unet, source_adapter = load_official_checkpoint(path, cfg.model)
-        unet.load_state_dict(source_unet.state_dict())
-        adapter.load_state_dict(source_adapter.state_dict())
-        return
-    for name, module in (("unet", unet), ("adapter", adapter)):
-        if not (path / name).is_dir():
-            raise ckpt.CheckpointError(f"--init {path}: expected a folder with unet/ and adapter/ (a converted "
-                                       f"or fashionflow checkpoint) or the released .pth file; {name}/ is missing")
-        module.load_state_dict(ckpt.load_weights(path / name))
+        source_unet, source_adapter = load_official_checkpoint(path, base_model_config(cfg.model))
+        states = {"unet": source_unet.state_dict(), "adapter": source_adapter.state_dict()}
+    else:
+        for name in ("unet", "adapter"):
+            if not (path / name).is_dir():
+                raise ckpt.CheckpointError(f"--init {path}: expected a folder with unet/ and adapter/ (a converted "
+                                           f"or fashionflow checkpoint) or the released .pth file; {name}/ is missing")
+        states = {name: ckpt.load_weights(path / name) for name in ("unet", "adapter")}
+    adapter.load_state_dict(states["adapter"])
+    return load_base_weights(unet, states["unet"])  # a single-image checkpoint: new conditions start at zero
 
 
 def _open_writer(run_dir: Path, start_step: int, ctx: DistributedContext):
@@ -231,8 +279,9 @@ def _train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path,
 
     latest = broadcast_from_main(ckpt.find_latest(run_dir), ctx)
     if init is not None and latest is None:
-        load_initial_weights(init, unet, adapter, cfg)
-        log(f"initial weights from {init}", ctx)
+        missing = load_initial_weights(init, unet, adapter, cfg)
+        log(f"initial weights from {init}" + (f"; {len(missing)} tensors of new conditions start at zero "
+                                             f"({missing[0].split('.')[0]})" if missing else ""), ctx)
     parts = build_parts(cfg, unet, adapter, end_step, ctx.device)
     start_step = _resume(latest, parts, cfg, end_step, ctx) if latest is not None else 0
 
