@@ -19,12 +19,13 @@ The endpoint is `/generate`: the photo first, every other input defaulted, the v
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -35,6 +36,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from fashionflow.config import SampleConfig  # noqa: E402
 from fashionflow.diffusion import SAMPLERS, default_steps, switch_sampler  # noqa: E402
 from fashionflow.generate import Settings, Source, generate_all, quiet_libraries  # noqa: E402
 from fashionflow.images import RESIZE_POLICIES, ImageLoadError, list_images, open_image  # noqa: E402
@@ -87,32 +89,23 @@ def _first_line(error: BaseException) -> str:
 
 @dataclass
 class Defaults:
-    """What the page's controls start at: the folder's config.yaml `sample` section, else released values."""
+    """What the page's controls start at: the folder's config.yaml `sample` section, else the
+    released values with the folder's saved sampler; and the frame counts the model takes."""
 
-    sampler: str = "ddpm"
-    steps: int = MAX_STEPS
-    guidance: float = 1.0
-    init_strength: float = 1.0
-    frames: int = 70
-    seed: int = 0
-    fps: float = 25.0
-    decode_chunk_size: int = 8
-    frame_multiple: int = 2
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    frame_multiple: int = 2  # temporal compression: frames must be a multiple of this
     max_frames: int = 140
 
     @classmethod
     def of(cls, model: Model) -> "Defaults":
         if model.pipe is None:
             return cls()
-        multiple = model.pipe.unet.frame_multiple
-        sample = model.cfg.sample if model.cfg is not None else None
-        if sample is None:
+        if model.cfg is not None:
+            sample = model.cfg.sample
+        else:
             sampler = next(name for name in SAMPLERS if type(model.scheduler(name)) is type(model.pipe.scheduler))
-            return cls(sampler=sampler, steps=default_steps(model.pipe.scheduler), frame_multiple=multiple)
-        return cls(sampler=sample.sampler, steps=sample.num_inference_steps, guidance=sample.guidance_scale,
-                   init_strength=sample.init_strength, frames=sample.num_frames, seed=sample.seed, fps=sample.fps,
-                   decode_chunk_size=sample.decode_chunk_size, frame_multiple=multiple,
-                   max_frames=max(140, 2 * sample.num_frames))
+            sample = SampleConfig(sampler=sampler, num_inference_steps=default_steps(model.pipe.scheduler))
+        return cls(sample, model.pipe.unet.frame_multiple, max(140, 2 * sample.num_frames))
 
 
 # --- one request ---------------------------------------------------------------------------
@@ -183,7 +176,8 @@ def request_settings(defaults: Defaults, sampler, steps, guidance, init_strength
         num_frames=_whole(frames, "frames", multiple, defaults.max_frames, multiple),
         guidance=_fraction(guidance, "guidance", 1.0, 30.0),
         init_strength=_fraction(init_strength, "init strength", 0.0, 1.0, low_open=True),
-        seed=_whole(seed, "seed", 0, 2 ** 63 - 1), fps=defaults.fps, decode_chunk_size=defaults.decode_chunk_size,
+        seed=_whole(seed, "seed", 0, 2 ** 63 - 1), fps=defaults.sample.fps,
+        decode_chunk_size=defaults.sample.decode_chunk_size,
         resize=resize, overwrite=True)
 
 
@@ -191,6 +185,35 @@ def safe_stem(name: str) -> str:
     """An upload's name -> a file stem for the outputs (letters, digits, . _ -)."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._")[:60]
     return stem or "photo"
+
+
+# --- optional inputs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionalInput:
+    """An input only some models take (shared design: reference views, pose): on the page when
+    `supported(model)`; `convert` turns its raw value (gradio's payload: a file dict, a list of
+    them, a number...) into the `generate.Settings` field `setting` (gr.Error when unusable)."""
+
+    setting: str
+    supported: Callable[[Model], bool]
+    component: Callable[[], gr.components.Component]
+    convert: Callable[[Any], Any]
+
+
+# Inputs the loaded model may take besides the photo. Each appears on the page only when the
+# model supports it, after the settings, so /generate's first argument stays the photo and every
+# other argument keeps a default (None: the field's default). An entry needs its Settings field
+# to reach the pipeline in `generate_all`.
+OPTIONAL_INPUTS: tuple[OptionalInput, ...] = ()
+
+
+def with_optional(settings: Settings, optional: Sequence[OptionalInput], values: dict) -> Settings:
+    """`settings` with each optional input's converted value ({setting: value}; None or empty: the default)."""
+    given = {option.setting: option.convert(values[option.setting]) for option in optional
+             if values.get(option.setting) not in (None, [])}
+    return replace(settings, **given)
 
 
 @dataclass
@@ -202,19 +225,29 @@ class Runner:
     defaults: Defaults
     workdir: Path
     max_pixels: int = MAX_PIXELS
+    optional: Sequence[OptionalInput] = ()  # the optional inputs on the page, in order
     keep: int = 4
     requests: int = 0
 
+    def __post_init__(self):
+        # /generate's signature names each optional input, default None (so API callers may leave it out)
+        signature = inspect.signature(self.__call__)
+        fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        named = [inspect.Parameter(o.setting, inspect.Parameter.KEYWORD_ONLY, default=None) for o in self.optional]
+        self.__signature__ = signature.replace(parameters=fixed + named)
+
     def __call__(self, photo, sampler=None, steps=None, guidance=None, init_strength=None, frames=None, seed=None,
-                 resize="stretch", progress=gr.Progress(track_tqdm=True)):
+                 resize="stretch", progress=gr.Progress(track_tqdm=True), **optional_values):
         """-> (video file, {"strip": frame strip png, "files": [mp4, strip, input png]}) for the page."""
         if self.model.pipe is None:
             raise gr.Error(self.model.error, print_exception=False)
-        d = self.defaults
+        d = self.defaults.sample
         sampler, settings = request_settings(
-            d, d.sampler if sampler is None else sampler, d.steps if steps is None else steps,
-            d.guidance if guidance is None else guidance, d.init_strength if init_strength is None else init_strength,
-            d.frames if frames is None else frames, d.seed if seed is None else seed, resize)
+            self.defaults, d.sampler if sampler is None else sampler, d.num_inference_steps if steps is None else steps,
+            d.guidance_scale if guidance is None else guidance,
+            d.init_strength if init_strength is None else init_strength,
+            d.num_frames if frames is None else frames, d.seed if seed is None else seed, resize)
+        settings = with_optional(settings, self.optional, optional_values)
         path, name = photo_file(photo)
         progress(0, desc="reading the photo")
         check_photo(path, name, self.max_pixels)
@@ -251,35 +284,20 @@ def show_extras(result: Optional[dict]):
     return result["strip"], result["files"]
 
 
-# --- optional inputs -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OptionalInput:
-    """An input only some models take (shared design: reference views, pose): shown when
-    `supported(model)`, its component's value converted into the pipeline argument `argument`."""
-
-    argument: str
-    supported: Callable[[Model], bool]
-    component: Callable[[], gr.components.Component]
-    convert: Callable[[Any], Any]
-
-
-# Inputs the loaded model may take besides the photo; each appears on the page only when the
-# model supports it, after the settings, so /generate's first argument stays the photo and every
-# other argument keeps a default. An entry needs its argument in the pipeline, `generate_all`
-# passing it on, and a test like tests/test_web.py's for the photo.
-OPTIONAL_INPUTS: tuple[OptionalInput, ...] = ()
-
-
 # --- the page ------------------------------------------------------------------------------
+
+
+def shown_path(path: Path) -> Path:
+    """`path` relative to the working folder when inside it (what the user typed, usually)."""
+    path = Path(path).resolve()
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def model_status(model: Model, is_demo: bool) -> str:
     if model.pipe is None:
         return f"**Error:** {model.error}. Start the page with `--checkpoint` set to a pipeline folder."
     height, width = model.pipe.image_size
-    text = f"Model: `{model.checkpoint}` ({height}x{width} videos, device {model.device})."
+    text = f"Model: `{shown_path(model.checkpoint)}` ({height}x{width} videos, device {model.device})."
     if is_demo:
         text += (" This is the bundled demo model, trained briefly on a CPU on synthetic figures: "
                  "its videos will not look real.")
@@ -287,10 +305,11 @@ def model_status(model: Model, is_demo: bool) -> str:
 
 
 def build_page(model: Model, workdir: str | os.PathLike, examples: Sequence[Path] = (), is_demo: bool = False,
-               max_pixels: int = MAX_PIXELS) -> gr.Blocks:
+               max_pixels: int = MAX_PIXELS, optional: Sequence[OptionalInput] = OPTIONAL_INPUTS) -> gr.Blocks:
     """The page's layout and events (not yet launched)."""
     defaults = Defaults.of(model)
-    runner = Runner(model, defaults, Path(workdir), max_pixels)
+    shown = [option for option in optional if option.supported(model)]
+    runner = Runner(model, defaults, Path(workdir), max_pixels, shown)
     with gr.Blocks(title="FashionFlow", analytics_enabled=False, delete_cache=(3600, 86400)) as page:
         gr.Markdown("# FashionFlow\nOne photo of a person in a garment in, a short video of them turning and "
                     "posing out.")
@@ -303,33 +322,35 @@ def build_page(model: Model, workdir: str | os.PathLike, examples: Sequence[Path
                     gr.Examples([[str(path)] for path in examples], inputs=[photo], label="Examples (click one)")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Accordion("Settings", open=True):
-                    sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler",
+                    sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sample.sampler, label="Sampler",
                                           info="ddpm: released; ddim, dpm: fast with 25 to 50 steps", elem_id="sampler")
-                    steps = gr.Slider(1, MAX_STEPS, value=defaults.steps, step=1, label="Steps", elem_id="steps")
-                    guidance = gr.Slider(1.0, 30.0, value=defaults.guidance, step=0.1, label="Guidance",
+                    steps = gr.Slider(1, MAX_STEPS, value=defaults.sample.num_inference_steps, step=1, label="Steps",
+                                      elem_id="steps")
+                    guidance = gr.Slider(1.0, 30.0, value=defaults.sample.guidance_scale, step=0.1, label="Guidance",
                                          info="1 = off; above 1 only for models trained with cond_dropout",
                                          elem_id="guidance")
-                    init_strength = gr.Slider(0.05, 1.0, value=defaults.init_strength, step=0.05,
+                    init_strength = gr.Slider(0.05, 1.0, value=defaults.sample.init_strength, step=0.05,
                                               label="Init strength",
                                               info="1 = from pure noise (released); below 1 from the photo, noised",
                                               elem_id="init-strength")
-                    frames = gr.Slider(defaults.frame_multiple, defaults.max_frames, value=defaults.frames,
+                    frames = gr.Slider(defaults.frame_multiple, defaults.max_frames, value=defaults.sample.num_frames,
                                        step=defaults.frame_multiple, label="Frames", elem_id="frames")
-                    seed = gr.Number(value=defaults.seed, precision=0, minimum=0, label="Seed", elem_id="seed")
+                    seed = gr.Number(value=defaults.sample.seed, precision=0, minimum=0, label="Seed", elem_id="seed")
                     resize = gr.Radio(list(RESIZE_POLICIES), value="stretch", label="Other aspect ratios",
                                       info="stretch (released), centre-crop, or pad with white", elem_id="resize")
-                    extra = [option.component() for option in OPTIONAL_INPUTS if option.supported(model)]
+                    extra = [option.component() for option in shown]
             with gr.Column():
-                video = gr.Video(label="Video (H.264 mp4)", autoplay=True, loop=True, elem_id="video")
+                video = gr.Video(label="Video (H.264 mp4)", autoplay=True, loop=True, height=400, elem_id="video")
                 strip = gr.Image(label="Frames", interactive=False, elem_id="strip")
                 files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="download")
         result = gr.State()
         # preprocess=False: the photo reaches check_photo as the uploaded file, so a file that is not
         # an image gets our message instead of gradio's decoding error
-        button.click(runner, inputs=[photo, sampler, steps, guidance, init_strength, frames, seed, resize, *extra],
-                     outputs=[video, result], api_name="generate", api_description=API_DESCRIPTION, preprocess=False, concurrency_limit=1,
-                     concurrency_id="generate").then(show_extras, inputs=result, outputs=[strip, files],
-                                                      api_visibility="private")
+        button.click(runner, inputs=[photo, sampler, steps, guidance, init_strength, frames, seed, resize],
+                     inputs_kwargs={option.setting: component for option, component in zip(shown, extra)},
+                     outputs=[video, result], api_name="generate", api_description=API_DESCRIPTION,
+                     preprocess=False, concurrency_limit=1, concurrency_id="generate",
+                     ).then(show_extras, inputs=result, outputs=[strip, files], api_visibility="private")
     return page
 
 

@@ -6,7 +6,7 @@ steps by default, so every generation takes about a second on the CPU and the de
 seen to come from the folder's config."""
 
 import shutil
-import threading
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -19,7 +19,9 @@ from selenium.webdriver.common.by import By
 from fashionflow import browser
 from fashionflow.config import load_config, save_config
 from fashionflow.video_io import read_video
-from fashionflow.web import Defaults, Model, Runner, build_page, check_photo, load_model, model_status, request_settings
+from fashionflow.generate import Settings
+from fashionflow.web import (Defaults, Model, OptionalInput, Runner, build_page, check_photo, load_model, model_status,
+                             request_settings, with_optional)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "checkpoint" / "demo"
@@ -95,6 +97,22 @@ def test_a_model_folder_that_does_not_load_is_a_message_on_the_page(tmp_path):
         assert caught.value.message == model.error
 
 
+def test_optional_inputs_appear_only_when_the_model_supports_them(tmp_path):
+    """The extension point for reference views / poses: shown and in /generate's arguments only when
+    supported, after every defaulted setting; its value lands in generate.Settings."""
+    rate = OptionalInput("fps", supported=lambda model: model.checkpoint.name == "takes-fps",
+                         component=lambda: gr.Number(label="Frame rate", elem_id="fps"), convert=float)
+    for name, shown in (("takes-fps", True), ("plain", False)):
+        page = build_page(Model(tmp_path / name), tmp_path / "work", optional=[rate])
+        ids = [component.get("props", {}).get("elem_id") for component in page.config["components"]]
+        parameters = page.get_api_info()["named_endpoints"]["/generate"]["parameters"]
+        assert ("fps" in ids) == shown and len(parameters) == 8 + shown
+        assert parameters[0]["parameter_name"] == "photo" and all(p["parameter_has_default"] for p in parameters[1:])
+        assert [p["parameter_name"] for p in parameters][8:] == ["fps"] * shown
+    assert with_optional(Settings(), [rate], {"fps": "12"}).fps == 12.0
+    assert with_optional(Settings(), [rate], {"fps": None}).fps == with_optional(Settings(), [rate], {}).fps == 25
+
+
 def test_no_photo_is_a_message():
     with pytest.raises(gr.Error, match="Upload a photo first"):
         Runner(Model(DEMO, pipe=object()), Defaults(), Path("unused"))(None)
@@ -146,24 +164,33 @@ def test_api_generate_takes_the_photo_and_defaults_the_rest(server, tmp_path):
 
 
 def test_two_requests_at_once_are_queued_not_mixed(server):
+    """Two requests at once (the same multistep sampler, different lengths and seeds) give what each gives alone."""
     from gradio_client import Client, handle_file
 
-    results, errors = {}, []
-
-    def request(frames):
-        try:
-            client = Client(server.url, verbose=False)
-            results[frames] = client.predict(handle_file(str(PHOTO)), frames=frames, api_name="/generate")
-        except Exception as error:  # reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=request, args=(frames,)) for frames in (2, 8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not errors, errors
+    requests = {2: dict(frames=2, seed=5), 8: dict(frames=8, seed=6)}
+    shared = dict(sampler="dpm", steps=12, init_strength=1.0, api_name="/generate")
+    clients = {frames: Client(server.url, verbose=False) for frames in requests}
+    alone = read_video(clients[2].predict(handle_file(str(PHOTO)), **requests[2], **shared))[0]
+    jobs = {frames: clients[frames].submit(handle_file(str(PHOTO)), **requests[frames], **shared)
+            for frames in requests}
+    results = {frames: job.result(timeout=120) for frames, job in jobs.items()}
     assert {frames: frame_count(path) for frames, path in results.items()} == {2: 2, 8: 8}
+    np.testing.assert_array_equal(read_video(results[2])[0], alone)
+
+
+def test_generate_reports_progress_per_denoising_step(server):
+    from gradio_client import Client, handle_file
+
+    job = Client(server.url, verbose=False).submit(handle_file(str(PHOTO)), frames=8, steps=40, init_strength=1.0,
+                                                   api_name="/generate")
+    seen = set()
+    while not job.done():
+        for unit in job.status().progress_data or []:
+            seen.add((unit.index, unit.length))
+        time.sleep(0.05)
+    assert frame_count(job.result()) == 8
+    steps_seen = {index for index, length in seen if length == 40}
+    assert len(steps_seen) >= 2 and max(steps_seen) > min(steps_seen), seen  # the bar moved through the 40 steps
 
 
 # --- a real browser ---------------------------------------------------------------------------
