@@ -77,7 +77,7 @@ def load_model(checkpoint: str | os.PathLike, device: str = "cpu") -> Model:
     try:
         pipe, cfg = load_pipeline(checkpoint, device=device)
     except Exception as error:  # any failure (missing files, bad json, bad weights) is a message on the page
-        log.exception("cannot load %s", checkpoint)
+        log.debug("cannot load %s", checkpoint, exc_info=True)  # the caller shows and logs the message
         return Model(checkpoint, device, error=f"The model in {checkpoint} did not load: {_first_line(error)}")
     return Model(checkpoint, device, pipe, cfg)
 
