@@ -161,9 +161,13 @@ def external(urls: Sequence[str]) -> list[str]:
 # --- what a user does on the page (elements by the elem_id fashionflow/web.py gives them) --------
 
 def wait(driver, condition, timeout: float = 120.0, message: str = ""):
+    """Poll `condition(driver)` until it is truthy; an element the page re-rendered meanwhile
+    (stale) counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
 
 
 def open_page(driver, url: str) -> None:
