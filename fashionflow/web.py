@@ -4,6 +4,7 @@ A Gradio page over the same pipeline and writer as `inference.py`
 (`fashionflow.pipeline.load_pipeline`, `fashionflow.generate.generate_all`):
 
     photo + sampler, steps, guidance, init strength, frames, seed, resize
+      (+ reference views, for models trained with model.max_references)
       -> Generate (queued: one request at a time; progress from the pipeline's tqdm bar)
       -> the H.264 mp4 in a <video>, the frame strip, the files to download.
 
@@ -111,17 +112,19 @@ class Defaults:
 # --- one request ---------------------------------------------------------------------------
 
 
+def upload_file(upload) -> tuple[Path, str]:
+    """An upload (gradio's file payload, or a path) -> (file on disk, name the user gave it)."""
+    if isinstance(upload, dict):
+        path = Path(upload.get("path") or "")
+        return path, Path(upload.get("orig_name") or path.name).name
+    return Path(upload), Path(upload).name
+
+
 def photo_file(photo) -> tuple[Path, str]:
-    """The uploaded photo (gradio's file payload, or a path) -> (file on disk, name the user gave it)."""
+    """The uploaded photo -> (file on disk, name the user gave it); gr.Error when there is none."""
     if photo is None:
         raise gr.Error("Upload a photo first (or click one of the examples).", print_exception=False)
-    if isinstance(photo, dict):
-        path = Path(photo.get("path") or "")
-        name = Path(photo.get("orig_name") or path.name).name
-    else:
-        path = Path(photo)
-        name = path.name
-    return path, name
+    return upload_file(photo)
 
 
 def check_photo(path: Path, name: str, max_pixels: int = MAX_PIXELS) -> None:
@@ -193,25 +196,56 @@ def safe_stem(name: str) -> str:
 @dataclass(frozen=True)
 class OptionalInput:
     """An input only some models take (shared design: reference views, pose): on the page when
-    `supported(model)`; `convert` turns its raw value (gradio's payload: a file dict, a list of
-    them, a number...) into the `generate.Settings` field `setting` (gr.Error when unusable)."""
+    `supported(model)`, as `component(model)`; `convert(value, runner)` turns its raw value
+    (gradio's payload: a file dict, a list of them, a number...) into the `generate.Settings`
+    field `setting` (gr.Error when unusable; `runner` gives the model and the upload limits)."""
 
     setting: str
     supported: Callable[[Model], bool]
-    component: Callable[[], gr.components.Component]
-    convert: Callable[[Any], Any]
+    component: Callable[[Model], gr.components.Component]
+    convert: Callable[[Any, "Runner"], Any]
 
 
-# Inputs the loaded model may take besides the photo. Each appears on the page only when the
-# model supports it, after the settings, so /generate's first argument stays the photo and every
-# other argument keeps a default (None: the field's default). An entry needs its Settings field
+def max_references(model: Model) -> int:
+    """How many reference views the loaded model takes (model.max_references; 0: none, as released)."""
+    return model.pipe.unet.config.get("max_references", 0) if model.pipe is not None else 0
+
+
+def reference_upload(model: Model) -> gr.File:
+    return gr.File(label="Reference views (back, side...)", file_count="multiple", file_types=["image"],
+                   height=140, elem_id="references")
+
+
+def reference_files(uploads, runner: "Runner") -> tuple[str, ...]:
+    """Uploaded reference views -> their files for `generate.Settings.references` (as `inference.py
+    --reference`), each checked like the photo; gr.Error naming the file, or saying how many the model takes."""
+    uploads = list(uploads) if isinstance(uploads, (list, tuple)) else [uploads]
+    most = max_references(runner.model)
+    if len(uploads) > most:
+        raise gr.Error(f"{len(uploads)} reference views given; this model takes at most {most} "
+                       "(model.max_references)", print_exception=False)
+    files = []
+    for upload in uploads:
+        path, name = upload_file(upload)
+        check_photo(path, name, runner.max_pixels)
+        files.append(str(path))
+    return tuple(files)
+
+
+# Inputs the loaded model may take besides the photo. Each appears on the page (under the photo)
+# only when the model supports it, and in /generate's arguments after the settings, so the first
+# argument stays the photo and every other argument keeps a default (None: the field's default). An entry needs its Settings field
 # to reach the pipeline in `generate_all`.
-OPTIONAL_INPUTS: tuple[OptionalInput, ...] = ()
+OPTIONAL_INPUTS: tuple[OptionalInput, ...] = (
+    OptionalInput("references", supported=lambda model: max_references(model) > 0, component=reference_upload,
+                  convert=reference_files),
+)
 
 
-def with_optional(settings: Settings, optional: Sequence[OptionalInput], values: dict) -> Settings:
-    """`settings` with each optional input's converted value ({setting: value}; None or empty: the default)."""
-    given = {option.setting: option.convert(values[option.setting]) for option in optional
+def with_optional(settings: Settings, runner: "Runner", values: dict) -> Settings:
+    """`settings` with each of the runner's optional inputs' converted value ({setting: value}; None or
+    empty: the default)."""
+    given = {option.setting: option.convert(values[option.setting], runner) for option in runner.optional
              if values.get(option.setting) not in (None, [])}
     return replace(settings, **given)
 
@@ -247,10 +281,10 @@ class Runner:
             d.guidance_scale if guidance is None else guidance,
             d.init_strength if init_strength is None else init_strength,
             d.num_frames if frames is None else frames, d.seed if seed is None else seed, resize)
-        settings = with_optional(settings, self.optional, optional_values)
         path, name = photo_file(photo)
         progress(0, desc="reading the photo")
         check_photo(path, name, self.max_pixels)
+        settings = with_optional(settings, self, optional_values)
         output_dir = self._new_folder()
         pipe = self.model.pipe
         pipe.scheduler = self.model.scheduler(sampler)
@@ -297,7 +331,8 @@ def model_status(model: Model, is_demo: bool) -> str:
     if model.pipe is None:
         return f"**Error:** {model.error}. Start the page with `--checkpoint` set to a pipeline folder."
     height, width = model.pipe.image_size
-    text = f"Model: `{shown_path(model.checkpoint)}` ({height}x{width} videos, device {model.device})."
+    views = f", up to {max_references(model)} reference views" if max_references(model) else ""
+    text = f"Model: `{shown_path(model.checkpoint)}` ({height}x{width} videos{views}, device {model.device})."
     if is_demo:
         text += (" This is the bundled demo model, trained briefly on a CPU on synthetic figures: "
                  "its videos will not look real.")
@@ -320,6 +355,7 @@ def build_page(model: Model, workdir: str | os.PathLike, examples: Sequence[Path
                                  elem_id="photo")
                 if examples:
                     gr.Examples([[str(path)] for path in examples], inputs=[photo], label="Examples (click one)")
+                extra = [option.component(model) for option in shown]
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Accordion("Settings", open=True):
                     sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sample.sampler, label="Sampler",
@@ -338,7 +374,6 @@ def build_page(model: Model, workdir: str | os.PathLike, examples: Sequence[Path
                     seed = gr.Number(value=defaults.sample.seed, precision=0, minimum=0, label="Seed", elem_id="seed")
                     resize = gr.Radio(list(RESIZE_POLICIES), value="stretch", label="Other aspect ratios",
                                       info="stretch (released), centre-crop, or pad with white", elem_id="resize")
-                    extra = [option.component() for option in shown]
             with gr.Column():
                 video = gr.Video(label="Video (H.264 mp4)", autoplay=True, loop=True, height=400, elem_id="video")
                 strip = gr.Image(label="Frames", interactive=False, elem_id="strip")

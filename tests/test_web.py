@@ -5,8 +5,10 @@ The live server runs the demo model from a copy whose config.yaml asks for 4 fra
 steps by default, so every generation takes about a second on the CPU and the defaults are
 seen to come from the folder's config."""
 
+import json
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -101,16 +103,29 @@ def test_optional_inputs_appear_only_when_the_model_supports_them(tmp_path):
     """The extension point for reference views / poses: shown and in /generate's arguments only when
     supported, after every defaulted setting; its value lands in generate.Settings."""
     rate = OptionalInput("fps", supported=lambda model: model.checkpoint.name == "takes-fps",
-                         component=lambda: gr.Number(label="Frame rate", elem_id="fps"), convert=float)
+                         component=lambda model: gr.Number(label="Frame rate", elem_id="fps"),
+                         convert=lambda value, runner: float(value))
     for name, shown in (("takes-fps", True), ("plain", False)):
         page = build_page(Model(tmp_path / name), tmp_path / "work", optional=[rate])
-        ids = [component.get("props", {}).get("elem_id") for component in page.config["components"]]
-        parameters = page.get_api_info()["named_endpoints"]["/generate"]["parameters"]
-        assert ("fps" in ids) == shown and len(parameters) == 8 + shown
-        assert parameters[0]["parameter_name"] == "photo" and all(p["parameter_has_default"] for p in parameters[1:])
-        assert [p["parameter_name"] for p in parameters][8:] == ["fps"] * shown
-    assert with_optional(Settings(), [rate], {"fps": "12"}).fps == 12.0
-    assert with_optional(Settings(), [rate], {"fps": None}).fps == with_optional(Settings(), [rate], {}).fps == 25
+        assert ("fps" in element_ids(page)) == shown
+        assert generate_parameters(page) == [*SETTINGS, *["fps"] * shown]
+    runner = Runner(Model(tmp_path), Defaults(), tmp_path / "work", optional=[rate])
+    assert with_optional(Settings(), runner, {"fps": "12"}).fps == 12.0
+    assert with_optional(Settings(), runner, {"fps": None}).fps == with_optional(Settings(), runner, {}).fps == 25
+
+
+SETTINGS = ["photo", "sampler", "steps", "guidance", "init_strength", "frames", "seed", "resize"]
+
+
+def element_ids(page: gr.Blocks) -> list:
+    return [component.get("props", {}).get("elem_id") for component in page.config["components"]]
+
+
+def generate_parameters(page: gr.Blocks) -> list[str]:
+    """/generate's argument names, after checking that only the photo lacks a default."""
+    parameters = page.get_api_info()["named_endpoints"]["/generate"]["parameters"]
+    assert [p["parameter_has_default"] for p in parameters] == [False] + [True] * (len(parameters) - 1)
+    return [p["parameter_name"] for p in parameters]
 
 
 def test_no_photo_is_a_message():
@@ -191,6 +206,92 @@ def test_generate_reports_progress_per_denoising_step(server):
     assert frame_count(job.result()) == 8
     steps_seen = {index for index, length in seen if length == 40}
     assert len(steps_seen) >= 2 and max(steps_seen) > min(steps_seen), seen  # the bar moved through the 40 steps
+
+
+def generate_arguments(client) -> list[str]:
+    api = client.view_api(print_info=False, return_format="dict")
+    return [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
+
+
+def served_element_ids(server) -> list:
+    with urllib.request.urlopen(server.url + "config", timeout=30) as response:
+        return [c.get("props", {}).get("elem_id") for c in json.load(response)["components"]]
+
+
+def test_a_model_without_references_has_no_reference_input(server):
+    from gradio_client import Client
+
+    assert generate_arguments(Client(server.url, verbose=False)) == SETTINGS  # checkpoint/demo: max_references 0
+    assert "photo" in served_element_ids(server) and "references" not in served_element_ids(server)
+
+
+# --- reference views (models trained with model.max_references; fashionflow/models/references.py) ---
+
+VIEWS = sorted(PHOTO.parent.glob("*.png"))[1:]  # two other demo photos as the back and side views
+
+
+@pytest.fixture(scope="module")
+def reference_model(tmp_path_factory):
+    """A tiny pipeline folder taking up to 2 reference views (fresh), defaults 2 frames / 1 step; (folder, Model)."""
+    from fashionflow.pipeline import save_pipeline
+    from fashionflow.testing import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("refs")
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["model.max_references=2", "sample.num_frames=2",
+                                                       "sample.num_inference_steps=1", "sample.sampler=ddim"])
+    pipe, cfg = build_tiny_pipeline(root, cfg)
+    folder = save_pipeline(pipe, root / "pipeline", cfg)
+    return folder, Model(folder, pipe=pipe, cfg=cfg)
+
+
+def upload(path: Path) -> dict:
+    return {"path": str(path), "orig_name": path.name}
+
+
+def test_reference_views_reach_the_pipeline_and_bad_ones_are_named(reference_model, tmp_path):
+    folder, model = reference_model
+    page = build_page(model, tmp_path / "work")
+    assert "references" in element_ids(page) and generate_parameters(page) == [*SETTINGS, "references"]
+    assert "up to 2 reference views" in model_status(model, is_demo=False)
+    runner = Runner(model, Defaults.of(model), tmp_path / "work", optional=page_optional(model))
+    video, extras = runner(upload(PHOTO), references=[upload(view) for view in VIEWS])
+    assert frame_count(video) == 2
+    sheet = next(name for name in extras["files"] if name.endswith("_input.png"))
+    assert Image.open(sheet).size == (3 * 128, 128)  # the photo, then its two reference views
+    notes = write_text(tmp_path / "notes.txt")
+    for views, message in (([upload(VIEWS[0]), upload(notes)], "notes.txt: not an image file"),
+                           ([upload(write_corrupt_jpeg(tmp_path / "back.jpg"))], "back.jpg: cannot decode the image"),
+                           ([upload(PHOTO)] * 3, "3 reference views given; this model takes at most 2 "
+                                                 "(model.max_references)")):
+        with pytest.raises(gr.Error) as caught:
+            runner(upload(PHOTO), references=views)
+        assert caught.value.message.startswith(message) and str(tmp_path) not in caught.value.message
+
+
+def page_optional(model):
+    from fashionflow.web import OPTIONAL_INPUTS
+
+    return [option for option in OPTIONAL_INPUTS if option.supported(model)]
+
+
+def test_api_generate_with_reference_views(reference_model, tmp_path):
+    from gradio_client import Client, handle_file
+
+    folder, _ = reference_model
+    with browser.AppServer(["--checkpoint", str(folder)]) as app:
+        assert "references" in served_element_ids(app)
+        client = Client(app.url, verbose=False)
+        assert generate_arguments(client) == [*SETTINGS, "references"]
+        assert frame_count(client.predict(handle_file(str(PHOTO)), api_name="/generate")) == 2  # no views: still fine
+        views = [handle_file(str(view)) for view in VIEWS]
+        assert frame_count(client.predict(handle_file(str(PHOTO)), references=views, api_name="/generate")) == 2
+        with pytest.raises(Exception, match=r"3 reference views given; this model takes at most 2"):
+            client.predict(handle_file(str(PHOTO)), references=views + views[:1], api_name="/generate")
+        with pytest.raises(Exception, match="notes.txt: not an image file"):
+            client.predict(handle_file(str(PHOTO)), references=[handle_file(str(write_text(tmp_path / "notes.txt")))],
+                           api_name="/generate")
+        assert not app.network_calls(), app.network_calls()
+        assert "Traceback" not in app.log(), app.log()
 
 
 # --- a real browser ---------------------------------------------------------------------------
