@@ -196,14 +196,15 @@ def safe_stem(name: str) -> str:
 @dataclass(frozen=True)
 class OptionalInput:
     """An input only some models take (shared design: reference views, pose): on the page when
-    `supported(model)`, as `component(model)`; `convert(value, runner)` turns its raw value
-    (gradio's payload: a file dict, a list of them, a number...) into the `generate.Settings`
-    field `setting` (gr.Error when unusable; `runner` gives the model and the upload limits)."""
+    `supported(model)`, as `component(model)`, and /generate's argument `name`; `convert(value,
+    runner)` turns its raw value (gradio's payload: a file dict, a list of them, a number...)
+    into `generate.Settings` fields {field: value} (gr.Error when unusable; `runner` gives the
+    model and the upload limits)."""
 
-    setting: str
+    name: str
     supported: Callable[[Model], bool]
     component: Callable[[Model], gr.components.Component]
-    convert: Callable[[Any, "Runner"], Any]
+    convert: Callable[[Any, "Runner"], dict]
 
 
 def max_references(model: Model) -> int:
@@ -216,8 +217,8 @@ def reference_upload(model: Model) -> gr.File:
                    height=140, elem_id="references")
 
 
-def reference_files(uploads, runner: "Runner") -> tuple[str, ...]:
-    """Uploaded reference views -> their files for `generate.Settings.references` (as `inference.py
+def reference_files(uploads, runner: "Runner") -> dict:
+    """Uploaded reference views -> {"references": their files} for `generate.Settings` (as `inference.py
     --reference`), each checked like the photo; gr.Error naming the file, or saying how many the model takes."""
     uploads = list(uploads) if isinstance(uploads, (list, tuple)) else [uploads]
     most = max_references(runner.model)
@@ -229,13 +230,13 @@ def reference_files(uploads, runner: "Runner") -> tuple[str, ...]:
         path, name = upload_file(upload)
         check_photo(path, name, runner.max_pixels)
         files.append(str(path))
-    return tuple(files)
+    return {"references": tuple(files)}
 
 
 # Inputs the loaded model may take besides the photo. Each appears on the page (under the photo)
 # only when the model supports it, and in /generate's arguments after the settings, so the first
-# argument stays the photo and every other argument keeps a default (None: the field's default). An entry needs its Settings field
-# to reach the pipeline in `generate_all`.
+# argument stays the photo and every other argument keeps a default (None or empty: as without
+# it). The Settings fields an entry sets must reach the pipeline in `generate_all`.
 OPTIONAL_INPUTS: tuple[OptionalInput, ...] = (
     OptionalInput("references", supported=lambda model: max_references(model) > 0, component=reference_upload,
                   convert=reference_files),
@@ -243,11 +244,12 @@ OPTIONAL_INPUTS: tuple[OptionalInput, ...] = (
 
 
 def with_optional(settings: Settings, runner: "Runner", values: dict) -> Settings:
-    """`settings` with each of the runner's optional inputs' converted value ({setting: value}; None or
-    empty: the default)."""
-    given = {option.setting: option.convert(values[option.setting], runner) for option in runner.optional
-             if values.get(option.setting) not in (None, [])}
-    return replace(settings, **given)
+    """`settings` with the fields each of the runner's optional inputs sets from its value ({name: value};
+    None or empty: left as they are)."""
+    for option in runner.optional:
+        if values.get(option.name) not in (None, "", []):
+            settings = replace(settings, **option.convert(values[option.name], runner))
+    return settings
 
 
 @dataclass
@@ -267,7 +269,7 @@ class Runner:
         # /generate's signature names each optional input, default None (so API callers may leave it out)
         signature = inspect.signature(self.__call__)
         fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        named = [inspect.Parameter(o.setting, inspect.Parameter.KEYWORD_ONLY, default=None) for o in self.optional]
+        named = [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=None) for o in self.optional]
         self.__signature__ = signature.replace(parameters=fixed + named)
 
     def __call__(self, photo, sampler=None, steps=None, guidance=None, init_strength=None, frames=None, seed=None,
@@ -382,7 +384,7 @@ def build_page(model: Model, workdir: str | os.PathLike, examples: Sequence[Path
         # preprocess=False: the photo reaches check_photo as the uploaded file, so a file that is not
         # an image gets our message instead of gradio's decoding error
         button.click(runner, inputs=[photo, sampler, steps, guidance, init_strength, frames, seed, resize],
-                     inputs_kwargs={option.setting: component for option, component in zip(shown, extra)},
+                     inputs_kwargs={option.name: component for option, component in zip(shown, extra)},
                      outputs=[video, result], api_name="generate", api_description=API_DESCRIPTION,
                      preprocess=False, concurrency_limit=1, concurrency_id="generate",
                      ).then(show_extras, inputs=result, outputs=[strip, files], api_visibility="private")

@@ -104,7 +104,7 @@ def test_optional_inputs_appear_only_when_the_model_supports_them(tmp_path):
     supported, after every defaulted setting; its value lands in generate.Settings."""
     rate = OptionalInput("fps", supported=lambda model: model.checkpoint.name == "takes-fps",
                          component=lambda model: gr.Number(label="Frame rate", elem_id="fps"),
-                         convert=lambda value, runner: float(value))
+                         convert=lambda value, runner: {"fps": float(value)})
     for name, shown in (("takes-fps", True), ("plain", False)):
         page = build_page(Model(tmp_path / name), tmp_path / "work", optional=[rate])
         assert ("fps" in element_ids(page)) == shown
