@@ -203,6 +203,20 @@ def upload_photo(driver, path: str | os.PathLike) -> None:
     wait(driver, lambda d: photo_shown(d) == Path(path).name, 30, f"the upload of {path} did not show")
 
 
+def upload_files(driver, elem_id: str, paths: Sequence[str | os.PathLike]) -> None:
+    """Choose several files in a multi-file upload box; returns once the page lists each of them."""
+    from selenium.webdriver.common.by import By
+
+    box = f"#{elem_id}"
+    driver.find_element(By.CSS_SELECTOR, f"{box} input[type=file]").send_keys(
+        "\n".join(str(Path(path).resolve()) for path in paths))
+    names = [Path(path).name for path in paths]
+    def listed(d) -> list:
+        return [cell.get_attribute("aria-label") for cell in d.find_elements(By.CSS_SELECTOR, f"{box} td.filename")]
+
+    wait(driver, lambda d: listed(d) == names, 30, f"the upload of {', '.join(names)} did not show")
+
+
 def click_example(driver, index: int, name: str) -> None:
     """Click the index-th example photo; returns once the photo box shows `name`."""
     from selenium.webdriver.common.by import By

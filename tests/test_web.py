@@ -274,7 +274,7 @@ def page_optional(model):
     return [option for option in OPTIONAL_INPUTS if option.supported(model)]
 
 
-def test_api_generate_with_reference_views(reference_model, tmp_path):
+def test_reference_views_through_the_api_and_the_page(reference_model, tmp_path):
     from gradio_client import Client, handle_file
 
     folder, _ = reference_model
@@ -290,6 +290,17 @@ def test_api_generate_with_reference_views(reference_model, tmp_path):
         with pytest.raises(Exception, match="notes.txt: not an image file"):
             client.predict(handle_file(str(PHOTO)), references=[handle_file(str(write_text(tmp_path / "notes.txt")))],
                            api_name="/generate")
+        if not browser.browser_missing():  # the page's upload box reaches the pipeline too
+            with browser.chromium() as driver:
+                browser.open_page(driver, app.url)
+                browser.upload_photo(driver, PHOTO)
+                browser.upload_files(driver, "references", VIEWS)
+                browser.click(driver, "generate")
+                assert frame_count(browser.download(browser.wait_for_video(driver), tmp_path)) == 2
+                browser.wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#download a"), 30, "no downloads")
+                links = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#download a")]
+                sheet = browser.download(next(link for link in links if link.endswith("_input.png")), tmp_path)
+                assert Image.open(sheet).size == (3 * 128, 128)  # the photo and the two views
         assert not app.network_calls(), app.network_calls()
         assert "Traceback" not in app.log(), app.log()
 
