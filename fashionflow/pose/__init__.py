@@ -14,20 +14,28 @@ Keypoints everywhere are float32 [f, 18, 3] in OpenPose-18 order (`JOINT_NAMES`)
 mediapipe is imported only by `extract_keypoints`, so everything else works without it.
 """
 
-from fashionflow.pose.align import align_poses, alignment_preview, usable_reference
-from fashionflow.pose.extract import BLAZEPOSE_TO_OPENPOSE, NoPersonError, blazepose_to_openpose, extract_keypoints
-from fashionflow.pose.formats import load_keypoints, read_dwpose, read_openpose_json, save_keypoints
-from fashionflow.pose.keypoints import (
-    COLOURS, CONFIDENCE_THRESHOLD, JOINT_NAMES, LIMBS, NUM_JOINTS, PoseFormatError, check_keypoints,
-    resample_keypoints,
-)
-from fashionflow.pose.motions import MOTION_ASPECT, MOTIONS, motion_keypoints
-from fashionflow.pose.render import overlay, pose_tensor, render_pose, render_poses
+import importlib
 
-__all__ = [
-    "BLAZEPOSE_TO_OPENPOSE", "COLOURS", "CONFIDENCE_THRESHOLD", "JOINT_NAMES", "LIMBS", "MOTIONS", "MOTION_ASPECT",
-    "NUM_JOINTS", "NoPersonError", "PoseFormatError", "align_poses", "alignment_preview", "blazepose_to_openpose",
-    "check_keypoints", "extract_keypoints", "load_keypoints", "motion_keypoints", "overlay", "pose_tensor",
-    "read_dwpose", "read_openpose_json", "render_pose", "render_poses", "resample_keypoints", "save_keypoints",
-    "usable_reference",
-]
+# name -> submodule; imported on first use (PEP 562), so `python -m fashionflow.pose.motions` and
+# `.align` run without the package having imported them first, and nothing heavy loads early.
+_EXPORTS = {
+    "align": ("align_poses", "alignment_preview", "usable_reference"),
+    "extract": ("BLAZEPOSE_TO_OPENPOSE", "NoPersonError", "blazepose_to_openpose", "extract_keypoints"),
+    "formats": ("load_keypoints", "read_dwpose", "read_openpose_json", "save_keypoints"),
+    "keypoints": ("COLOURS", "CONFIDENCE_THRESHOLD", "JOINT_NAMES", "LIMBS", "NUM_JOINTS", "PoseFormatError",
+                  "check_keypoints", "resample_keypoints"),
+    "motions": ("MOTION_ASPECT", "MOTIONS", "motion_keypoints"),
+    "render": ("overlay", "pose_tensor", "render_pose", "render_poses"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'fashionflow.pose' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"fashionflow.pose.{_MODULE_OF[name]}"), name)
+
+
+def __dir__():
+    return __all__

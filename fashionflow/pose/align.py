@@ -21,15 +21,21 @@ The result is in the reference frame's [0, 1] coordinates; confidences stay the 
 Properties (tests/test_pose.py): the aligned first frame has the reference's limb lengths;
 aligning a sequence to its own first frame changes nothing; moving or scaling the reference
 moves or scales the result the same way, and moving or scaling the driver changes nothing.
+
+    python -m fashionflow.pose.align --reference photo.jpg --motion turn --output preview.png [--save aligned.npy]
+    python -m fashionflow.pose.align --reference photo.jpg --driving dance.mp4 --output preview.png
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
 
 from fashionflow.pose.keypoints import CONFIDENCE_THRESHOLD, LIMBS, PARENT, ROOT, check_keypoints, visible
+
+PREVIEW_MIN_HEIGHT = 320
 
 
 def _pixel_units(keypoints: np.ndarray, aspect: float) -> np.ndarray:
@@ -132,3 +138,48 @@ def alignment_preview(reference, aligned, height: int, width: int, reference_ima
             image = cv2.resize(np.asarray(reference_image, np.uint8), (width, height), interpolation=cv2.INTER_AREA)
             panels.append(overlay(image, pose))
     return np.concatenate(panels, axis=1)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Fit driving poses to the person in a photo; write the preview.")
+    parser.add_argument("--reference", required=True, help="photo of the person the video will show")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--driving", help="driving video, or a keypoint file (.npy ours or DWPose, OpenPose .json)")
+    source.add_argument("--motion", help="a built-in motion (turn, sway, catwalk)")
+    parser.add_argument("--output", required=True, help="preview image: reference pose | first aligned pose")
+    parser.add_argument("--save", help="also write the aligned keypoints [f, 18, 3] as .npy")
+    parser.add_argument("--driving-aspect", type=float, default=None,
+                        help="width / height of the driving frames, for keypoint files (videos: read from the file)")
+    args = parser.parse_args(argv)
+
+    from fashionflow.images import open_image
+    from fashionflow.pose.extract import NoPersonError, extract_keypoints
+    from fashionflow.pose.formats import load_keypoints, save_keypoints
+    from fashionflow.pose.motions import MOTION_ASPECT, motion_keypoints
+    from fashionflow.video_io import VIDEO_EXTENSIONS, read_video, write_image
+
+    image = np.asarray(open_image(args.reference))
+    try:
+        reference = extract_keypoints(image)[0]
+    except NoPersonError:
+        reference = None
+    if args.motion:
+        driving, aspect = motion_keypoints(args.motion), MOTION_ASPECT
+    elif args.driving.lower().endswith(VIDEO_EXTENSIONS):
+        frames, _ = read_video(args.driving)
+        driving, aspect = extract_keypoints(frames), frames.shape[2] / frames.shape[1]
+    else:
+        driving, aspect = load_keypoints(args.driving), args.driving_aspect or MOTION_ASPECT
+    aligned = align_poses(driving, reference, driving_aspect=aspect, reference_aspect=image.shape[1] / image.shape[0],
+                          name=args.reference)
+    zoom = max(1.0, PREVIEW_MIN_HEIGHT / image.shape[0])  # small images are shown larger
+    height, width = round(image.shape[0] * zoom), round(image.shape[1] * zoom)
+    write_image(args.output, alignment_preview(reference, aligned, height, width, image))
+    if args.save:
+        save_keypoints(args.save, aligned)
+    print(f"{args.output}: reference pose | first of {len(aligned)} aligned driving poses")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -167,19 +167,24 @@ def main(argv=None) -> int:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--frames", type=int, default=None, help="frames per motion (default: each motion's own)")
     parser.add_argument("--height", type=int, default=640)
+    parser.add_argument("--strip-frames", type=int, default=8, help="frames per motion in motions.png")
     args = parser.parse_args(argv)
 
     from fashionflow.pose.formats import save_keypoints
     from fashionflow.pose.render import render_poses
-    from fashionflow.video_io import write_mp4
+    from fashionflow.video_io import contact_sheet, write_image, write_mp4
 
     width = round(args.height * MOTION_ASPECT)
+    out, rows = Path(args.output_dir), []
     for name in MOTIONS:
         keypoints = motion_keypoints(name, args.frames)
-        out = Path(args.output_dir)
         save_keypoints(out / f"{name}.npy", keypoints)
-        write_mp4(out / f"{name}.mp4", render_poses(keypoints, args.height, width), fps=12)
+        skeletons = render_poses(keypoints, args.height, width)
+        write_mp4(out / f"{name}.mp4", skeletons, fps=12)
+        rows.append(contact_sheet(skeletons, args.strip_frames))
         print(f"{name}: {len(keypoints)} frames -> {out / name}.npy, .mp4")
+    write_image(out / "motions.png", np.concatenate(rows, axis=0))
+    print(f"{out / 'motions.png'}: {args.strip_frames} frames of each motion, one row each")
     return 0
 
 
