@@ -105,15 +105,9 @@ def test_dwpose_several_people_and_missing_joints(tmp_path):
     assert (keypoints[1, :, 2] == 0).all()  # nobody in frame 1
 
 
-class _Exploit:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
 def test_restricted_unpickler_refuses_a_malicious_keypoint_file(tmp_path):
+    from test_metrics import _Exploit  # a pickle that opens (creates) a file when loaded
+
     touched = tmp_path / "touched"
     frames = np.empty(1, dtype=object)
     frames[0] = {"bodies": {"candidate": _Exploit(touched), "subset": np.zeros((1, 18))}}
