@@ -9,12 +9,23 @@ pixels on every machine (no randomness outside the seeded generator).
 
     python -m fashionflow.synthetic --output-dir fashion_dataset/synthetic --num-videos 48
 
-writes DIR/train/*.mp4 and DIR/test/*.mp4 (the layout `project_latent_space.py` reads) and
-DIR/manifest.json (per clip: split, seed, action, garment). Python API:
+writes DIR/train/*.mp4 and DIR/test/*.mp4 (the layout `project_latent_space.py` reads), beside
+each NAME.mp4 a sidecar NAME.pose.npz (`keypoints` float32 [f, 18, 3], `yaw` float32 [f]; read
+it with `read_pose_sidecar`), and DIR/manifest.json (per clip: split, seed, action, garment,
+start yaw). Python API:
 
     clip = render_clip(seed=3, num_frames=32, height=128, width=128)
     clip.frames        # uint8 [f, h, w, 3]
     clip.garment_mask  # bool [f, h, w], the visible garment pixels
+    clip.keypoints     # float32 [f, 18, 3]: OpenPose-18 body keypoints (x, y in [0, 1], visibility 0/1)
+    clip.yaw           # float32 [f]: body yaw in degrees, 0 = facing the camera, +-180 = back to it
+
+Keypoints follow the OpenPose-18 order that DWPose and OpenPose write (`KEYPOINT_NAMES`); the
+figure's right side is the one on the left of the frame when it faces the camera. Positive yaw
+turns the figure's front towards the right of the frame. A joint is marked invisible when the
+torso hides it (the far arm side-on), when the face turns away (nose, eyes; the far ear) or when
+it leaves the frame. Clips v2 (with keypoints and yaw) turn more: half the clips turn, a quarter
+of the others turn part of the way, and a quarter of all clips start side-on or from the back.
 """
 
 from __future__ import annotations
@@ -30,6 +41,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+KEYPOINT_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
+                  "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
+POSE_SIDECAR_SUFFIX = ".pose.npz"
 SUPERSAMPLE = 2  # draw at 2x and average down: smooth edges without anti-aliased primitives
 ACTIONS = ("turn", "sway", "step", "pose")
 PATTERNS = ("solid", "stripes", "vertical_stripes", "dots", "checks", "blocks")
@@ -88,7 +102,8 @@ class Figure:
 
     def describe(self) -> dict:
         return {"action": self.action, "dress": self.dress, "front": self.front.describe(),
-                "back": self.back.describe(), "turn_degrees": round(math.degrees(self.turn_amount))}
+                "back": self.back.describe(), "start_yaw": round(wrap_degrees(math.degrees(self.start_angle))),
+                "turn_degrees": round(math.degrees(self.turn_amount))}
 
 
 @dataclass
@@ -96,6 +111,8 @@ class Clip:
     frames: np.ndarray  # uint8 [f, h, w, 3]
     garment_mask: np.ndarray  # bool [f, h, w]
     figure: Figure
+    keypoints: np.ndarray  # float32 [f, 18, 3]: x, y in [0, 1] of width and height, visibility 0/1
+    yaw: np.ndarray  # float32 [f]: degrees, 0 = facing the camera, +-180 = back to it
 
 
 def _hex(colour: np.ndarray) -> str:
@@ -128,8 +145,10 @@ def random_figure(rng: np.random.Generator, num_frames: int) -> Figure:
     back = _garment(rng, avoid=front.pattern) if rng.random() < 0.6 else Garment(
         front.pattern if front.pattern != "solid" else "stripes", front.accent, front.base,
         front.period * 1.5, not front.horizontal_split)  # same garment, colours swapped
-    action = str(rng.choice(ACTIONS, p=[0.4, 0.2, 0.2, 0.2]))
+    action = str(rng.choice(ACTIONS, p=[0.5, 0.2, 0.15, 0.15]))
     turn = action == "turn"
+    start_view = float(rng.choice([0.0, math.pi / 2, -math.pi / 2, math.pi], p=[0.75, 0.08, 0.08, 0.09]))
+    partial_turn = float(rng.choice([-1, 1]) * rng.uniform(math.pi / 3, math.pi)) if rng.random() < 0.25 else 0.0
     poses = ("down", "hip", "raised", "forward")
     keys, t = [], 0.0
     while t <= 1.0:
@@ -143,14 +162,19 @@ def random_figure(rng: np.random.Generator, num_frames: int) -> Figure:
         hem=float(rng.uniform(0.6, 0.8) if dress else rng.uniform(0.47, 0.55)),
         flare=float(rng.uniform(1.05, 1.8) if dress else 1.0), sleeves=bool(rng.random() < 0.5),
         front=front, back=back, scale=float(rng.uniform(0.8, 0.93)), centre=float(rng.uniform(0.42, 0.58)),
-        action=action, start_angle=float(rng.normal(0, 0.15)),
+        action=action, start_angle=start_view + float(rng.normal(0, 0.15)),
         turn_amount=float(rng.choice([math.pi, -math.pi, 2 * math.pi, -2 * math.pi], p=[0.35, 0.35, 0.15, 0.15]) if turn
-                          else rng.normal(0, 0.25)),
+                          else partial_turn + rng.normal(0, 0.25)),
         turn_start=float(rng.uniform(0.0, 0.3)), turn_duration=float(rng.uniform(0.5, 0.7)),
         sway_amplitude=float(rng.uniform(0.02, 0.05) if action == "sway" else rng.uniform(0.0, 0.012)),
         sway_period=float(rng.uniform(0.6, 1.4) * num_frames), sway_phase=float(rng.uniform(0, 2 * math.pi)),
         step_distance=float(rng.uniform(0.1, 0.25) * rng.choice([-1, 1]) if action == "step" else 0.0),
         step_period=float(rng.uniform(0.35, 0.6) * num_frames), pose_keys=keys)
+
+
+def wrap_degrees(angle: float) -> float:
+    """An angle in degrees wrapped to [-180, 180)."""
+    return (angle + 180.0) % 360.0 - 180.0
 
 
 def _ease(x: float) -> float:
@@ -207,12 +231,19 @@ def _garment_halfwidth(figure: Figure, y: np.ndarray) -> np.ndarray:
     return np.interp(y, knots_y, [SHOULDER_W * 0.95, WAIST_W, HIP_W, hem_w])
 
 
+def body_angle(figure: Figure, frame_index: int, num_frames: int) -> float:
+    """The body's yaw in radians at a frame (0 = facing the camera), unwrapped."""
+    progress = frame_index / max(num_frames - 1, 1)
+    return figure.start_angle + figure.turn_amount * _ease((progress - figure.turn_start) / figure.turn_duration)
+
+
 def render_frame(figure: Figure, frame_index: int, num_frames: int, height: int, width: int):
-    """Draw one frame. Returns (rgb float [h, w, 3] in [0, 1], garment mask bool [h, w])."""
+    """Draw one frame. Returns (rgb float [h, w, 3] in [0, 1], garment mask bool [h, w],
+    keypoints float [18, 3] (x, y in [0, 1], visibility 0/1; `KEYPOINT_NAMES` order))."""
     s = SUPERSAMPLE
     H, W = height * s, width * s
     progress = frame_index / max(num_frames - 1, 1)
-    angle = figure.start_angle + figure.turn_amount * _ease((progress - figure.turn_start) / figure.turn_duration)
+    angle = body_angle(figure, frame_index, num_frames)
     sway = figure.sway_amplitude * math.sin(2 * math.pi * frame_index / figure.sway_period + figure.sway_phase)
     step_phase = 2 * math.pi * frame_index / figure.step_period
     walk = figure.step_distance * _ease(progress)
@@ -237,6 +268,7 @@ def render_frame(figure: Figure, frame_index: int, num_frames: int, height: int,
                 tuple(figure.background * 0.7), -1)  # shadow
 
     limbs = []  # (depth, draw function): painter's order around the torso
+    joints = {}  # keypoint name -> projected (x, y, depth) in supersampled pixels
 
     # legs: hip -> knee -> ankle; stepping lifts the knees alternately
     for side in (-1, 1):
@@ -244,6 +276,8 @@ def render_frame(figure: Figure, frame_index: int, num_frames: int, height: int,
         hip = project(side * 0.06, HIP_Y + 0.03, 0.0)
         knee = project(side * 0.065, 0.73 - 0.03 * lift, 0.05 * lift)
         ankle = project(side * 0.065, 0.97 - 0.04 * lift, 0.01 * lift)
+        name = "r" if side < 0 else "l"  # facing the camera, the figure's right is the frame's left
+        joints.update({f"{name}_hip": hip, f"{name}_knee": knee, f"{name}_ankle": ankle})
         depth = (hip[2] + knee[2]) / 2 - 0.5  # legs are behind the skirt
         limbs.append((depth, _polyline_drawer([hip, knee, ankle], 0.055 * size, figure.legwear, figure.skin,
                                               HIP_Y + 0.03, figure.hem, size, top, figure.shoes)))
@@ -255,6 +289,8 @@ def render_frame(figure: Figure, frame_index: int, num_frames: int, height: int,
         elbow = shoulder + 0.16 * _limb_direction(side, upper_angle, upper_swing)
         hand = elbow + 0.15 * _limb_direction(side, fore_angle, fore_swing)
         points = [project(*p) for p in (shoulder, elbow, hand)]
+        name = "r" if side < 0 else "l"
+        joints.update({f"{name}_shoulder": points[0], f"{name}_elbow": points[1], f"{name}_wrist": points[2]})
         depth = np.mean([p[2] for p in points]) + (0.02 if abs(cos_a) > 0.3 else 0.0)
         sleeve = figure.front.base if figure.sleeves else None
         limbs.append((depth, _arm_drawer(points, 0.045 * size, figure.skin, sleeve, size)))
@@ -310,8 +346,42 @@ def render_frame(figure: Figure, frame_index: int, num_frames: int, height: int,
 
     rgb = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
     small_mask = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0.5
-    return np.clip(rgb, 0, 1), small_mask
+    keypoints = _keypoints(joints, head_c, angle, size, cx, sway, top, W, H)
+    return np.clip(rgb, 0, 1), small_mask, keypoints
 
+
+def _keypoints(joints: dict, head_centre, angle: float, size: float, cx: float, sway: float, top: float,
+               W: int, H: int) -> np.ndarray:
+    """OpenPose-18 keypoints of a drawn frame: float [18, 3] (x / W, y / H, visibility).
+
+    Body joints come from the drawing's own projection; the neck is the shoulder midpoint (as in
+    OpenPose's COCO-18 output). Face points sit on the head as `_draw_head` draws it: eyes at
+    body x = +-0.35, nose at the front (z = 1), ears at the sides (x = +-1), in head radii.
+    """
+    r = HEAD_R * size
+    cos_a, sin_a = math.cos(angle), math.sin(angle)
+
+    def on_head(x, z, dy):  # body-frame offset on the head -> (px, py, depth)
+        return (head_centre[0] + (x * cos_a + z * sin_a) * 0.85 * r, head_centre[1] + dy * r, -x * sin_a + z * cos_a)
+
+    shoulders = (np.array(joints["r_shoulder"]) + np.array(joints["l_shoulder"])) / 2
+    joints = dict(joints, neck=tuple(shoulders), nose=on_head(0.0, 1.0, 0.3),
+                  r_eye=on_head(-0.35, 0.9, 0.1), l_eye=on_head(0.35, 0.9, 0.1),
+                  r_ear=on_head(-1.0, 0.0, 0.1), l_ear=on_head(1.0, 0.0, 0.1))
+    torso_half = SHOULDER_W * math.hypot(cos_a, DEPTH_RATIO * sin_a) * size  # on screen
+    out = np.zeros((len(KEYPOINT_NAMES), 3), np.float32)
+    for i, name in enumerate(KEYPOINT_NAMES):
+        x, y, depth = joints[name]
+        if name in ("nose", "r_eye", "l_eye"):
+            visible = depth > 0.3  # drawn only when facing the camera enough
+        elif name.endswith("_ear"):
+            visible = depth > -0.5  # the far ear hides behind the head side-on
+        else:  # behind the torso's silhouette (the far arm or leg side-on)
+            centre = cx + sway * (1 - (y - top) / size) * size
+            visible = depth > -0.03 or abs(x - centre) > torso_half
+        inside = 0 <= x < W and 0 <= y < H
+        out[i] = (x / W, y / H, float(visible and inside))
+    return out
 
 def _polyline_drawer(points, thickness, legwear, skin, hip_y, hem_y, size, top, shoes):
     """A leg: the upper part in legwear colour (skirt/trousers/skin), shoe at the ankle."""
@@ -377,11 +447,42 @@ def render_clip(seed: int, num_frames: int = 32, height: int = 128, width: int =
     figure = random_figure(rng, num_frames)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     masks = np.empty((num_frames, height, width), bool)
+    keypoints = np.empty((num_frames, len(KEYPOINT_NAMES), 3), np.float32)
     for index in range(num_frames):
-        rgb, mask = render_frame(figure, index, num_frames, height, width)
+        rgb, masks[index], keypoints[index] = render_frame(figure, index, num_frames, height, width)
         frames[index] = np.round(rgb * 255).astype(np.uint8)
-        masks[index] = mask
-    return Clip(frames, masks, figure)
+    yaw = np.array([wrap_degrees(math.degrees(body_angle(figure, i, num_frames))) for i in range(num_frames)],
+                   np.float32)
+    return Clip(frames, masks, figure, keypoints, yaw)
+
+
+def pose_sidecar_path(video_path: str | Path) -> Path:
+    """NAME.mp4 -> NAME.pose.npz beside it."""
+    video_path = Path(video_path)
+    return video_path.with_name(video_path.stem + POSE_SIDECAR_SUFFIX)
+
+
+def write_pose_sidecar(video_path: str | Path, keypoints: np.ndarray, yaw: np.ndarray) -> Path:
+    """Save a clip's keypoints [f, 18, 3] and yaw [f] beside its video, atomically."""
+    from fashionflow.utils import atomic_path
+
+    path = pose_sidecar_path(video_path)
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as file:
+            np.savez(file, keypoints=keypoints.astype(np.float32), yaw=yaw.astype(np.float32))
+    return path
+
+
+def read_pose_sidecar(video_path: str | Path) -> dict[str, np.ndarray] | None:
+    """The sidecar of a video as {"keypoints": float32 [f, 18, 3], "yaw": float32 [f]}, None if there is none."""
+    path = pose_sidecar_path(video_path)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        keypoints, yaw = data["keypoints"], data["yaw"]
+    if keypoints.ndim != 3 or keypoints.shape[1:] != (len(KEYPOINT_NAMES), 3) or yaw.shape != keypoints.shape[:1]:
+        raise ValueError(f"{path}: expected keypoints [f, 18, 3] and yaw [f], got {keypoints.shape} and {yaw.shape}")
+    return {"keypoints": keypoints, "yaw": yaw}
 
 
 def split_of(index: int, num_videos: int, test_fraction: float) -> str:
@@ -405,6 +506,7 @@ def generate_dataset(output_dir: str | Path, num_videos: int, seed: int = 0, num
         clip = render_clip(seed_i, num_frames, height, width)
         path = output_dir / split / f"synthetic_{index:05d}.mp4"
         write_mp4(path, clip.frames, fps=fps)
+        write_pose_sidecar(path, clip.keypoints, clip.yaw)
         entries.append({"file": f"{split}/{path.name}", "split": split, "seed": seed_i, **clip.figure.describe()})
     manifest = {"seed": seed, "num_frames": num_frames, "height": height, "width": width, "fps": fps,
                 "clips": entries}

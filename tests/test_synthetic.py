@@ -59,7 +59,8 @@ def _distinct_sides(figure):
 
 
 def test_turn_narrows_the_body_and_shows_the_back():
-    seed = _first_seed(lambda f: f.action == "turn" and abs(f.turn_amount) == math.pi and _distinct_sides(f))
+    seed = _first_seed(lambda f: f.action == "turn" and abs(f.turn_amount) == math.pi and abs(f.start_angle) < 0.3
+                       and _distinct_sides(f))
     clip = synthetic.render_clip(seed, num_frames=16, height=128, width=128)
     front, back = _direction(_colours(clip.figure.front)), _direction(_colours(clip.figure.back))
 
@@ -77,8 +78,8 @@ def test_generate_dataset_layout_manifest_and_reproducible_videos(tmp_path):
             "--test-fraction", "0.25"]
     assert synthetic.main(["--output-dir", str(tmp_path / "a"), *args]) == 0
     assert synthetic.main(["--output-dir", str(tmp_path / "b"), *args]) == 0
-    train = sorted(p.name for p in (tmp_path / "a" / "train").iterdir())
-    test = sorted(p.name for p in (tmp_path / "a" / "test").iterdir())
+    train = sorted(p.name for p in (tmp_path / "a" / "train").glob("*.mp4"))
+    test = sorted(p.name for p in (tmp_path / "a" / "test").glob("*.mp4"))
     assert train == ["synthetic_00000.mp4", "synthetic_00001.mp4", "synthetic_00002.mp4"]
     assert test == ["synthetic_00003.mp4"]
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
@@ -104,3 +105,58 @@ def test_bad_arguments_fail_clearly(capsys):
 def test_split_keeps_at_least_one_test_clip():
     assert [synthetic.split_of(i, 3, 0.1) for i in range(3)] == ["train", "train", "test"]
     assert [synthetic.split_of(i, 3, 0.0) for i in range(3)] == ["train"] * 3
+
+
+def test_keypoints_and_yaw_shapes_order_and_geometry():
+    clip = synthetic.render_clip(11, num_frames=8, height=96, width=80)
+    assert clip.keypoints.dtype == np.float32 and clip.keypoints.shape == (8, 18, 3)
+    assert clip.yaw.dtype == np.float32 and clip.yaw.shape == (8,)
+    assert synthetic.KEYPOINT_NAMES[:2] == ("nose", "neck") and synthetic.KEYPOINT_NAMES[-1] == "l_ear"
+    assert set(np.unique(clip.keypoints[..., 2])) <= {0.0, 1.0}
+    assert np.all((-180 <= clip.yaw) & (clip.yaw < 180))
+    index = {name: i for i, name in enumerate(synthetic.KEYPOINT_NAMES)}
+    first = clip.keypoints[0]
+    # neck is the shoulder midpoint; the head is above the neck, the ankles lowest
+    np.testing.assert_allclose(first[index["neck"], :2], (first[index["r_shoulder"], :2] + first[index["l_shoulder"], :2]) / 2,
+                               atol=1e-6)
+    assert first[index["nose"], 1] < first[index["neck"], 1] < first[index["r_hip"], 1] < first[index["r_ankle"], 1]
+    # every visible joint lies on the figure (differs from the studio wall)
+    for frame, points in zip(clip.frames, clip.keypoints):
+        wall = frame[1, 1].astype(int)
+        for x, y, visible in points[[index[n] for n in ("neck", "r_hip", "l_hip", "r_knee", "l_knee")]]:
+            if visible:
+                pixel = frame[min(int(y * 96), 95), min(int(x * 80), 79)].astype(int)
+                assert np.abs(pixel - wall).sum() > 30
+
+
+def test_facing_camera_right_side_is_on_the_left_and_back_view_mirrors_it():
+    seed = _first_seed(lambda f: f.action == "turn" and abs(f.turn_amount) == math.pi and abs(f.start_angle) < 0.3)
+    clip = synthetic.render_clip(seed, num_frames=16, height=128, width=128)
+    r, l = synthetic.KEYPOINT_NAMES.index("r_shoulder"), synthetic.KEYPOINT_NAMES.index("l_shoulder")
+    nose = synthetic.KEYPOINT_NAMES.index("nose")
+    assert abs(clip.yaw[0]) < 30 and abs(clip.yaw[-1]) > 150
+    assert clip.keypoints[0, r, 0] < clip.keypoints[0, l, 0]  # facing us: the figure's right on our left
+    assert clip.keypoints[-1, r, 0] > clip.keypoints[-1, l, 0]  # from the back: mirrored
+    assert clip.keypoints[0, nose, 2] == 1 and clip.keypoints[-1, nose, 2] == 0  # the face turns away
+
+
+def test_many_clips_show_other_views():
+    yaws = [np.abs(synthetic.render_clip(synthetic.clip_seed(1, i), num_frames=12, height=32, width=32).yaw)
+            for i in range(40)]
+    assert np.mean([y.max() > 60 for y in yaws]) > 0.5  # most clips show a side or the back
+    assert sum(y[0] > 60 for y in yaws) >= 3  # some start side-on or from the back
+    assert np.mean(np.concatenate(yaws) > 60) > 0.25  # a good part of the frames
+
+
+def test_dataset_writes_pose_sidecars(tmp_path):
+    synthetic.main(["--output-dir", str(tmp_path), "--num-videos", "2", "--frames", "4", "--height", "32",
+                    "--width", "32", "--test-fraction", "0.5"])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    video = tmp_path / manifest["clips"][0]["file"]
+    sidecar = synthetic.read_pose_sidecar(video)
+    assert synthetic.pose_sidecar_path(video).name == video.stem + ".pose.npz"
+    clip = synthetic.render_clip(manifest["clips"][0]["seed"], 4, 32, 32)
+    np.testing.assert_array_equal(sidecar["keypoints"], clip.keypoints)
+    np.testing.assert_array_equal(sidecar["yaw"], clip.yaw)
+    assert "start_yaw" in manifest["clips"][0]
+    assert synthetic.read_pose_sidecar(tmp_path / "missing.mp4") is None
