@@ -141,12 +141,18 @@ def test_openpose_json_coco_body25_pixels_and_folders(tmp_path):
         load_keypoints(tmp_path / "bad.json")
 
 
-def test_our_npy_and_the_synthetic_sidecar_round_trip(tmp_path):
+def test_synthetic_clip_sidecar_loads_as_driving_poses(tmp_path):
+    from fashionflow.synthetic import render_clip, write_pose_sidecar
+
+    clip = render_clip(seed=4, num_frames=4, height=64, width=64)
+    sidecar = write_pose_sidecar(tmp_path / "clip.mp4", clip.keypoints, clip.yaw)
+    np.testing.assert_array_equal(load_keypoints(sidecar), clip.keypoints)
+
+
+def test_our_npy_round_trips_and_bad_files_are_named(tmp_path):
     keypoints = np.stack([standing_pose(), standing_pose(shift=(0.01, 0))])
     save_keypoints(tmp_path / "ours.npy", keypoints)
     np.testing.assert_array_equal(load_keypoints(tmp_path / "ours.npy"), keypoints)
-    np.savez(tmp_path / "clip.pose.npz", keypoints=keypoints, yaw=np.zeros(2))
-    np.testing.assert_array_equal(load_keypoints(tmp_path / "clip.pose.npz"), keypoints)
     np.save(tmp_path / "wrong.npy", np.zeros((2, 17, 3)))
     with pytest.raises(PoseFormatError, match=r"wrong.npy: keypoints must be \[f, 18, 3\]"):
         load_keypoints(tmp_path / "wrong.npy")
