@@ -45,6 +45,10 @@ class ModelConfig:
     latent_height: int = 80  # the adapter's Linear(1280, 768) depends on the latent size
     latent_width: int = 64
     gradient_checkpointing: bool = False
+    # pose-driven mode (models/pose_guider.py; off = released): a small conv encoder of the
+    # rendered OpenPose skeletons, its zero-initialised output added after conv_in (Animate Anyone)
+    pose_guider: bool = False
+    pose_guider_channels: tuple[int, ...] = (16, 32, 64, 128)  # 2^(len - 1) must be the VAE factor 8
 
 
 @dataclass
@@ -88,6 +92,9 @@ class DataConfig:
     latent_dtype: Literal["float32", "float16"] = "float32"
     sample_latent: bool = True  # released: a sampled VAE latent, not the mean
     seed: int = 0
+    # store each clip's OpenPose-18 keypoints [f, 18, 3] with its latents (for model.pose_guider):
+    # a video's NAME.pose.npz sidecar when there is one (synthetic clips), else extracted (MediaPipe)
+    poses: bool = False
 
 
 @dataclass
@@ -110,6 +117,9 @@ class TrainConfig:
     compile: bool = False
     ema_decay: Optional[float] = None  # e.g. 0.9999; None = no EMA (released)
     cond_dropout: float = 0.0  # probability of dropping the image context (for guidance)
+    # with model.pose_guider: probability that a clip trains without its poses, so one model
+    # does both pose-driven and spontaneous motion
+    pose_dropout: float = 0.1
     seed: int = 0
     num_workers: int = 2
     log_every: int = 40  # steps
@@ -171,6 +181,12 @@ class FashionFlowConfig:
                               f"data.height/width / 8 ({d.height // 8}x{d.width // 8})")
         if self.sample.num_frames % time:
             raise ConfigError(f"sample.num_frames={self.sample.num_frames} must be a multiple of {time}")
+        if m.pose_guider and 2 ** (len(m.pose_guider_channels) - 1) != 8:
+            raise ConfigError(f"model.pose_guider_channels={list(m.pose_guider_channels)} must have 4 widths: "
+                              "the guider halves the skeleton images once per extra width, down to the latent "
+                              "size (1/8, the VAE's factor)")
+        if not 0.0 <= self.train.pose_dropout <= 1.0:
+            raise ConfigError(f"train.pose_dropout={self.train.pose_dropout} must be in [0, 1]")
         if not 0.0 <= self.train.cond_dropout < 1.0:
             raise ConfigError(f"train.cond_dropout={self.train.cond_dropout} must be in [0, 1)")
         if not 0.0 < self.sample.init_strength <= 1.0:
@@ -312,7 +328,13 @@ def save_config(cfg: FashionFlowConfig, path: str | os.PathLike) -> None:
     atomic_write_text(path, config_to_yaml(cfg))
 
 
+# fields added after latent folders were first projected: left out of the hash while at their
+# default, so folders projected before they existed keep their hash
+_HASH_OMITTED_DEFAULTS = {("data", "poses"): False}
+
+
 def config_hash(cfg: FashionFlowConfig, sections: tuple[str, ...] = ("data", "encoders")) -> str:
     """Short stable hash of some sections (e.g. what decides the projected latents)."""
-    payload = {s: config_to_dict(cfg)[s] for s in sections}
+    payload = {s: {k: v for k, v in config_to_dict(cfg)[s].items()
+                   if _HASH_OMITTED_DEFAULTS.get((s, k), object()) != v} for s in sections}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -102,13 +102,15 @@ def _frame_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.Tensor, scheduler: SchedulerMixin,
                    diff_cfg: DiffusionConfig, timesteps: Optional[torch.Tensor] = None,
-                   noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                   noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+                   conditions: Optional[dict] = None) -> torch.Tensor:
     """The released training objective for clean video latents [b, c, f, h, w] -> scalar loss.
 
     1. t ~ U{0, T-1} per video, noise ~ N(0, I); x_t = scheduler.add_noise(x_0, noise, t).
     2. Local conditioning: noisy frame 0 is replaced by clean frame 0, whose noise target is 0.
     3. Epsilon MSE per frame; released: summed over frames ("sum_frames", frame 0 included).
        `loss_on_first_frame=False` leaves frame 0 out; `loss_reduction="mean"` averages frames.
+    `conditions`: optional U-Net keyword inputs (pose, pose_mask).
     """
     b = latents.shape[0]
     if timesteps is None:
@@ -121,7 +123,7 @@ def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.
     noisy = with_first_frame(noisy, latents[:, :, 0])
     target = with_first_frame(noise, torch.zeros_like(latents[:, :, 0]))
 
-    prediction = unet(noisy, timesteps, context)
+    prediction = unet(noisy, timesteps, context, **(conditions or {}))
     per_frame = _frame_mse(prediction, target)  # [f]
     if not diff_cfg.loss_on_first_frame:
         per_frame = per_frame[1:]
@@ -130,6 +132,12 @@ def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.
     if diff_cfg.loss_reduction == "mean":
         return per_frame.mean()
     raise ValueError(f"unknown diffusion.loss_reduction {diff_cfg.loss_reduction!r}")
+
+
+def guided_conditions(conditions: dict) -> dict:
+    """U-Net keyword inputs for the [null, cond] batch of classifier-free guidance: both halves
+    keep the poses (guidance drops the image context only; the motion stays the same)."""
+    return {name: torch.cat([value, value]) for name, value in conditions.items() if value is not None}
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
@@ -172,7 +180,7 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
                          guidance_scale: float = 1.0, generator: Generators = None,
                          autocast_dtype: Optional[torch.dtype] = None,
                          progress: Callable[[Iterable], Iterable] = lambda steps: steps,
-                         init_strength: float = 1.0) -> torch.Tensor:
+                         init_strength: float = 1.0, conditions: Optional[dict] = None) -> torch.Tensor:
     """Denoise a video from pure noise, frame 0 held at the image latent (FASHIONFLOW.md, "Sampling").
 
     context [b, n, C] (adapter output), image_latent [b, c, h, w] -> latents [b, c, f, h, w] (fp32).
@@ -180,6 +188,7 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
     scheduler state is fp32 and the U-Net runs under `autocast_dtype` on CUDA.
     Guidance: eps = eps_null + s (eps_cond - eps_null), with the all-zeros null context; s = 1 skips it.
     `init_strength` 1.0 starts from pure noise (released); below 1, see `first_frame_start`.
+    `conditions`: optional U-Net keyword inputs (pose [b, 3, f, H, W], pose_mask [b]).
     """
     b, c, h, w = image_latent.shape
     device = image_latent.device
@@ -193,13 +202,16 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
     weights_dtype = getattr(unet, "dtype", torch.float32)  # a U-Net cast to bf16/fp16 takes inputs of its dtype
     unet_context = torch.cat([null_context(context), context]) if guided else context
     unet_context = unet_context.to(weights_dtype)
+    conditions = {k: v for k, v in (conditions or {}).items() if v is not None}
+    conditions = guided_conditions(conditions) if guided else conditions
+    conditions = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in conditions.items()}
     for t in progress(timesteps):
         model_input = scheduler.scale_model_input(latents, t)
         if guided:
             model_input = torch.cat([model_input, model_input])
         timesteps = t.expand(model_input.shape[0]).to(device)
         with _autocast(device, autocast_dtype):
-            eps = unet(model_input.to(weights_dtype), timesteps, unet_context)
+            eps = unet(model_input.to(weights_dtype), timesteps, unet_context, **conditions)
         eps = eps.float()
         if guided:
             eps_null, eps_cond = eps.chunk(2)

@@ -9,6 +9,13 @@
 | `image_latent_mean`, `image_latent_std` | [4, h, w] | float32: the conditioning image's VAE latent distribution x scaling factor |
 | `clip_hidden_states` | [50, C] | float32: CLIP `last_hidden_state` of the conditioning image |
 
+Projected with `data.poses`, a file also holds the clip's poses (read only for
+`model.pose_guider`; files without them still load for pose-free training):
+
+| tensor | shape | dtype |
+| --- | --- | --- |
+| `keypoints` | [f, 18, 3] | float32: OpenPose-18 keypoints per frame, x y in [0, 1] of the resized frame, confidence |
+
 plus string metadata (source video, start frame, fps, original size, config hash, encoders).
 The dataset checks every file's header against the training config up front, so a wrong
 folder fails at start-up with a message saying what differs, and loads tensors lazily.
@@ -39,6 +46,7 @@ TENSOR_NAMES = ("latents", "image", "image_latent_mean", "image_latent_std", "cl
 # preprocessing live in another space, whatever their shape (vae_subfolder is recorded only:
 # a local copy may hold the VAE with or without the hub repo's `vae/` folder)
 CHECKED_ENCODER_KEYS = ("vae", "vae_scaling_factor", "image_encoder", "preprocessing")
+KEYPOINT_SHAPE = (18, 3)  # per frame: OpenPose-18 joints x (x, y, confidence); fashionflow.pose.keypoints
 
 
 class LatentDatasetError(ValueError):
@@ -136,12 +144,23 @@ def check_clip_header(path: Path, header: dict, cfg: FashionFlowConfig) -> None:
                 f"project the videos again or set encoders.{key}")
 
 
+def check_keypoint_header(path: Path, header: dict, cfg: FashionFlowConfig) -> None:
+    """Raise LatentDatasetError unless the file holds keypoints [f, 18, 3] (what model.pose_guider trains on)."""
+    got, wanted = header["shapes"].get("keypoints"), [cfg.data.num_frames, *KEYPOINT_SHAPE]
+    if got is None:
+        raise LatentDatasetError(f"{path}: no keypoints, but model.pose_guider=true trains on poses: project the "
+                                 f"videos with data.poses=true (sidecar NAME.pose.npz keypoints, else extracted)")
+    if got != wanted:
+        raise LatentDatasetError(f"{path}: keypoints have shape {got} but the config expects {wanted}")
+
+
 class LatentClipDataset(Dataset):
     """Latent clips written by `project_latent_space.py`, checked against a training config.
 
     Items are dicts: latents float32 [f, 4, h, w], image uint8 [3, H, W],
     image_latent_mean / image_latent_std float32 [4, h, w], clip_hidden_states float32
-    [50, C], name str (the file name without suffix).
+    [50, C], name str (the file name without suffix); with `model.pose_guider` also keypoints
+    float32 [f, 18, 3].
 
     subset: None (all clips), an int n (a fixed, evenly spaced choice of n clips, the same
     on every run and rank), or a sequence of clip names or indices.
@@ -158,9 +177,12 @@ class LatentClipDataset(Dataset):
                                      f"into it first: `python project_latent_space.py --config C --dataset VIDEOS "
                                      f"--output-dir {self.folder}`")
         self.headers = {}
+        self.with_poses = cfg.model.pose_guider
         for path in files:
             header = read_clip_header(path)
             check_clip_header(path, header, cfg)
+            if self.with_poses:
+                check_keypoint_header(path, header, cfg)
             self.headers[path.stem] = header["metadata"]
         hashes = {meta.get("config_hash") for meta in self.headers.values()}
         if hashes != {config_hash(cfg)}:
@@ -215,4 +237,6 @@ class LatentClipDataset(Dataset):
         item = {name: tensors[name].float() for name in TENSOR_NAMES if name != "image"}
         item["image"] = tensors["image"].to(torch.uint8)
         item["name"] = path.stem
+        if self.with_poses:
+            item["keypoints"] = tensors["keypoints"].float()
         return item

@@ -147,8 +147,9 @@ def frame_strip(videos: list[tuple[np.ndarray, np.ndarray]], frames: int = 8) ->
     return np.concatenate([np.concatenate([contact_sheet(t, frames), contact_sheet(v, frames)]) for t, v in videos])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def evaluation_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every demo evaluation takes (checkpoint, dataset, sampling, output)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--checkpoint", default="checkpoint/demo")
     parser.add_argument("--dataset", default="fashion_dataset/synthetic", help="python -m fashionflow.synthetic output")
     parser.add_argument("--limit", type=int, default=None, help="only the first N test clips")
@@ -158,24 +159,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=None, help="write the numbers as JSON here")
-    parser.add_argument("--strip", default=None, help="write truth / model frame strips (PNG) here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    return parser
 
+
+def load_for_evaluation(args) -> tuple:
+    """(pipeline, its config, num_frames, steps, init_strength) from the arguments of `evaluation_parser`:
+    sampling settings from the command line, else the checkpoint's config.yaml, else the dataset's."""
     from fashionflow.generate import quiet_libraries
     from fashionflow.pipeline import load_pipeline
 
+    torch.set_num_threads(args.threads)
     quiet_libraries()
     pipe, cfg = load_pipeline(args.checkpoint, sampler=cfg_sampler(args.checkpoint))
     pipe.set_progress_bar_config(disable=True)
-    clips, manifest = test_clips(Path(args.dataset), args.limit)
+    manifest = json.loads((Path(args.dataset) / "manifest.json").read_text())
+    num_frames = cfg.sample.num_frames if cfg is not None else manifest["num_frames"]
+    steps = args.steps or (cfg.sample.num_inference_steps if cfg is not None else None)
+    init_strength = args.init_strength or (cfg.sample.init_strength if cfg is not None else 1.0)
+    return pipe, cfg, num_frames, steps, init_strength
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = evaluation_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--strip", default=None, help="write truth / model frame strips (PNG) here")
+    args = parser.parse_args(argv)
+    pipe, cfg, num_frames, steps, init_strength = load_for_evaluation(args)
+    clips, _ = test_clips(Path(args.dataset), args.limit)
     if not clips:
         print(f"error: {args.dataset}/manifest.json lists no test clips", file=sys.stderr)
         return 1
     height, width = pipe.image_size
-    num_frames = cfg.sample.num_frames if cfg is not None else manifest["num_frames"]
-    steps = args.steps or (cfg.sample.num_inference_steps if cfg is not None else None)
-    init_strength = args.init_strength or (cfg.sample.init_strength if cfg is not None else 1.0)
     result = evaluate(pipe, clips, num_frames, height, width, steps, args.seed, torch.device("cpu"),
                       init_strength=init_strength)
     videos = result.pop("videos")
@@ -185,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     if result["colour_drift_chance"] is not None:
         print(f"colour drift between two different clips (chance level): {result['colour_drift_chance']:.3f}")
     print(json.dumps(result["verdict"]))
+    save_results(args, result, lambda: frame_strip(videos[:4]))
+    return 0
+
+
+def save_results(args, result: dict, make_strip) -> None:
+    """The numbers as JSON to `--output` and the image `make_strip()` returns to `--strip`, when given."""
     if args.output:
         from fashionflow.utils import atomic_write_text
 
@@ -192,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.strip:
         from fashionflow.video_io import write_image
 
-        write_image(args.strip, frame_strip(videos[:4]))
-    return 0
+        write_image(args.strip, make_strip())
 
 
 def cfg_sampler(checkpoint: str):

@@ -3,7 +3,8 @@
 from fashionflow.models.adapter import ImageConditionAdapter
 from fashionflow.models.unet import SpaceTimeUNet
 
-__all__ = ["SpaceTimeUNet", "ImageConditionAdapter", "build_models", "unet_kwargs", "adapter_kwargs"]
+__all__ = ["SpaceTimeUNet", "ImageConditionAdapter", "build_models", "unet_kwargs", "adapter_kwargs",
+           "base_model_config", "load_base_weights"]
 
 
 def unet_kwargs(model_cfg) -> dict:
@@ -13,7 +14,8 @@ def unet_kwargs(model_cfg) -> dict:
                 temporal_compression=tuple(model_cfg.temporal_compression),
                 cross_attention_heads=tuple(model_cfg.cross_attention_heads),
                 attention_heads=model_cfg.attention_heads, attention_head_dim=model_cfg.attention_head_dim,
-                groups=model_cfg.groups, context_dim=model_cfg.context_dim)
+                groups=model_cfg.groups, context_dim=model_cfg.context_dim,
+                pose_guider_channels=tuple(model_cfg.pose_guider_channels) if model_cfg.pose_guider else None)
 
 
 def adapter_kwargs(model_cfg) -> dict:
@@ -29,3 +31,23 @@ def build_models(model_cfg) -> tuple[SpaceTimeUNet, ImageConditionAdapter]:
     if model_cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     return unet, ImageConditionAdapter(**adapter_kwargs(model_cfg))
+
+
+def base_model_config(model_cfg):
+    """The `ModelConfig` without optional conditions: the architecture of a single-image checkpoint."""
+    import dataclasses
+
+    return dataclasses.replace(model_cfg, pose_guider=False)
+
+
+def load_base_weights(unet: SpaceTimeUNet, state: dict) -> list[str]:
+    """Load a U-Net state dict that may lack the optional conditions' weights (a checkpoint
+    without a pose guider into a model with one): those keep their zero init, so the model
+    starts as the checkpoint. Any other missing or unexpected key is an error. Returns the missing keys."""
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    allowed = tuple(unet.optional_condition_prefixes)
+    wrong = [k for k in missing if not k.startswith(allowed)]
+    if wrong or unexpected:
+        raise RuntimeError(f"U-Net weights do not match the model: missing {wrong[:3]}, unexpected "
+                           f"{list(unexpected)[:3]} (only {', '.join(allowed)} may be missing)")
+    return list(missing)

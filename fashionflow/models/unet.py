@@ -10,6 +10,10 @@ skip; resnet (in + out -> in); resnets (in -> in); [attention]; cross-attention.
 Skips are scaled by 2^-0.5 and concatenated before the current features, as released.
 Each module initialises itself as released: temporal convs Dirac (identity), attention output
 projections zero, upsampling kernels repeated per sub-pixel.
+
+Optional conditions (off in the released preset, built only when on, zero-initialised so a
+fresh one leaves the model as it was): `pose_guider_channels` (None = off) adds the pose guider's features of the
+rendered skeletons after conv_in (models/pose_guider.py; Animate Anyone Sec. 3.2).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 
 from fashionflow.models.attention import ImageCrossAttention, SpatioTemporalAttention
 from fashionflow.models.layers import Downsample, PseudoConv3d, ResnetBlock, SinusoidalTimestepEmbedding, Upsample
+from fashionflow.models.pose_guider import PoseGuider
 
 
 class DownLevel(nn.Module):
@@ -52,6 +57,9 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
     """Noise predictor: latents [b, c, f, h, w], timesteps [b], context [b, n, d] -> [b, c, f, h, w]."""
 
     _supports_gradient_checkpointing = True
+    # state-dict prefixes of optional, zero-initialised conditions: a checkpoint without them
+    # (e.g. the released single-image model) initialises a model with them (`load_base_weights`)
+    optional_condition_prefixes = ("pose_guider.",)
 
     @register_to_config
     def __init__(
@@ -67,6 +75,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         attention_head_dim: int = 64,
         groups: int = 8,
         context_dim: int = 768,
+        pose_guider_channels: tuple[int, ...] | None = None,
     ):
         super().__init__()
         levels = len(dim_mults)
@@ -94,6 +103,8 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         self.up_levels = nn.ModuleList(UpLevel(*args, **shared) for args in reversed(level_args))  # deepest first
         self.conv_out = PseudoConv3d(base_dim, in_channels, kernel_size=3)
         self.skip_scale = 2 ** -0.5
+        # skeleton images [b, 3, f, H, W] -> [b, base_dim, f, h, w], added after conv_in
+        self.pose_guider = PoseGuider(base_dim, 3, tuple(pose_guider_channels)) if pose_guider_channels else None
 
     def check_input_size(self, latents: torch.Tensor) -> None:
         if latents.ndim != 5:
@@ -114,10 +125,31 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
             return self._gradient_checkpointing_func(block, *args)
         return block(*args)
 
+    def check_pose(self, pose: torch.Tensor, pose_mask: torch.Tensor | None, latents: torch.Tensor) -> None:
+        """pose must be [b, 3, f, H, W] with H, W the latent size times the guider's downsampling."""
+        if self.pose_guider is None:
+            raise ValueError("poses given, but this model has no pose guider (trained with model.pose_guider=false): "
+                             "it cannot follow poses")
+        b, _, f, h, w = latents.shape
+        factor = self.pose_guider.downsample_factor
+        wanted = (b, 3, f, h * factor, w * factor)
+        if tuple(pose.shape) != wanted:
+            raise ValueError(f"pose must be [b, 3, f, H, W] = {list(wanted)} (skeleton images at {factor}x the "
+                             f"latent size), got {list(pose.shape)}")
+        if pose_mask is not None and tuple(pose_mask.shape) != (b,):
+            raise ValueError(f"pose_mask must be bool [b] = [{b}], got {list(pose_mask.shape)}")
+
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor | float | int,
-                context: torch.Tensor) -> torch.Tensor:
-        """latents [b, c, f, h, w], timesteps [b] or scalar, context [b, n, d] -> noise [b, c, f, h, w]."""
+                context: torch.Tensor, *, pose: torch.Tensor | None = None,
+                pose_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """latents [b, c, f, h, w], timesteps [b] or scalar, context [b, n, d] -> noise [b, c, f, h, w].
+
+        pose [b, 3, f, 8h, 8w]: rendered skeletons in [0, 1] (model.pose_guider); pose_mask bool
+        [b], False = that video's pose is dropped (its guider features are zeroed). None: no pose.
+        """
         self.check_input_size(latents)
+        if pose is not None:
+            self.check_pose(pose, pose_mask, latents)
         if context.ndim != 3 or context.shape[-1] != self.config.context_dim:
             raise ValueError(f"context must be [b, n, {self.config.context_dim}], got {tuple(context.shape)}")
         timesteps = torch.as_tensor(timesteps, device=latents.device)
@@ -127,6 +159,11 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         context = context.to(latents.dtype)
 
         x = self.conv_in(latents)
+        if pose is not None:  # Animate Anyone's pose guider: added to the first features
+            guide = self._run(self.pose_guider, pose.to(x.dtype))  # b base_dim f h w
+            if pose_mask is not None:
+                guide = guide * pose_mask.to(guide.dtype)[:, None, None, None, None]
+            x = x + guide
         skips = []
         for level in self.down_levels:
             x = self._run(level.resnet_in, x, t)

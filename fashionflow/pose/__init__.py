@@ -10,6 +10,7 @@ Keypoints everywhere are float32 [f, 18, 3] in OpenPose-18 order (`JOINT_NAMES`)
     reference = extract_keypoints("photo.jpg")[0]
     aligned = align_poses(driving, reference, driving_aspect=w_d / h_d, reference_aspect=w_r / h_r)
     skeletons = pose_tensor(aligned, 640, 512)              # float [f, 3, 640, 512] in [0, 1] for the pose guider
+    poses = driving_poses(driving, 24, reference)           # what the pipeline does: resample, align, frame 0
 
 mediapipe is imported only by `extract_keypoints`, so everything else works without it.
 """
@@ -20,6 +21,7 @@ import importlib
 # `.align` run without the package having imported them first, and nothing heavy loads early.
 _EXPORTS = {
     "align": ("align_poses", "alignment_preview", "usable_reference"),
+    "drive": ("driving_poses", "reference_pose"),
     "extract": ("BLAZEPOSE_TO_OPENPOSE", "NoPersonError", "blazepose_to_openpose", "extract_keypoints"),
     "formats": ("load_keypoints", "read_dwpose", "read_openpose_json", "save_keypoints"),
     "keypoints": ("COLOURS", "CONFIDENCE_THRESHOLD", "JOINT_NAMES", "LIMBS", "NUM_JOINTS", "PoseFormatError",

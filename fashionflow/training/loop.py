@@ -5,7 +5,8 @@ One optimiser step = `grad_accum_steps` micro-batches of `batch_size` clips on e
 1. read the micro-batch the step-derived order assigns to this rank (`sampler.StepOrder`);
 2. draw, from a generator seeded by (seed, rank, step, micro-step): a VAE sample of the
    conditioning image (mean + std * eps, as the released code re-encodes it every step), the
-   condition-dropout mask, the timesteps and the noise;
+   condition-dropout mask, the timesteps and the noise; with the pose guider, after those,
+   the pose-dropout mask (the clip's skeletons are rendered from its stored keypoints);
 3. adapter(CLIP tokens, image latent) -> context; loss = diffusion_loss (frame 0 kept clean);
 4. all-reduce the loss; stop on a non-finite value before the optimiser touches the weights;
 5. clip, AdamW step, LR schedule, EMA; log, preview and checkpoint on schedule.
@@ -35,7 +36,7 @@ from fashionflow.config import FashionFlowConfig, config_to_dict, config_to_yaml
 from fashionflow.diffusion import diffusion_loss, make_scheduler, null_context
 from fashionflow.distributed import (DistributedContext, barrier, all_reduce_mean, broadcast_from_main,
                                      derive_seed, gather_to_main, init_distributed, log, seed_rank)
-from fashionflow.models import build_models
+from fashionflow.models import base_model_config, build_models, load_base_weights
 from fashionflow.training import checkpoint as ckpt
 from fashionflow.training.ema import ModelEMA
 from fashionflow.training.optim import build_lr_scheduler, build_optimizer
@@ -65,7 +66,8 @@ class DenoisingLoss(nn.Module):
     """U-Net and adapter in one module so DDP synchronises both; forward returns the loss.
 
     latents [b, c, f, h, w] (clean), clip_hidden_states [b, n, d], image_latent [b, c, h, w],
-    keep_context [b] bool (False = condition dropped), timesteps [b], noise like latents.
+    keep_context [b] bool (False = condition dropped), timesteps [b], noise like latents;
+    with the pose guider (keywords): pose [b, 3, f, H, W] skeleton images, pose_mask [b] bool.
     """
 
     def __init__(self, unet, adapter, scheduler, diffusion_cfg, compile_unet: bool = False):
@@ -74,12 +76,14 @@ class DenoisingLoss(nn.Module):
         self.adapter = adapter
         self.scheduler, self.diffusion_cfg = scheduler, diffusion_cfg
 
-    def forward(self, latents, clip_hidden_states, image_latent, keep_context, timesteps, noise):
+    def forward(self, latents, clip_hidden_states, image_latent, keep_context, timesteps, noise, *,
+                pose=None, pose_mask=None):
         context = self.adapter(clip_hidden_states, image_latent)
         if keep_context is not None:  # classifier-free guidance: the null context is all zeros
             context = torch.where(keep_context[:, None, None], context, null_context(context))
+        conditions = {"pose": pose, "pose_mask": pose_mask} if pose is not None else None
         return diffusion_loss(self.unet, latents, context, self.scheduler, self.diffusion_cfg,
-                              timesteps=timesteps, noise=noise)
+                              timesteps=timesteps, noise=noise, conditions=conditions)
 
 
 def total_steps(cfg: FashionFlowConfig, order: StepOrder) -> int:
@@ -105,6 +109,22 @@ def draw_step_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Gener
     return latents, clip_hidden_states, image_latent, keep_context, timesteps, noise
 
 
+def draw_pose_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Generator, device: torch.device) -> dict:
+    """The pose guider's keyword inputs for a micro-batch: {} without the guider (nothing drawn,
+    so pose-free runs and their exact resume are unchanged); else pose [b, 3, f, H, W], the
+    clips' keypoints rendered as OpenPose skeletons in [0, 1], and pose_mask [b] bool, False
+    with probability `train.pose_dropout` (drawn after `draw_step_inputs`' draws)."""
+    if not cfg.model.pose_guider:
+        return {}
+    from fashionflow.pose.render import pose_tensor
+
+    keypoints = batch["keypoints"]  # b f 18 3
+    pose_mask = torch.rand(len(keypoints), generator=generator, device=device) >= cfg.train.pose_dropout
+    pose = torch.stack([pose_tensor(k.numpy(), cfg.data.height, cfg.data.width) for k in keypoints])  # b f 3 H W
+    pose = rearrange(pose, "b f c h w -> b c f h w").to(device, non_blocking=True)
+    return {"pose": pose, "pose_mask": pose_mask}
+
+
 def _autocast(cfg: FashionFlowConfig, device: torch.device):
     if device.type != "cuda" or cfg.train.mixed_precision == "no":
         return contextlib.nullcontext()
@@ -112,21 +132,26 @@ def _autocast(cfg: FashionFlowConfig, device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig) -> None:
-    """Start from a converted checkpoint folder (unet/, adapter/) or the authors' released .pth."""
+def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig) -> list[str]:
+    """Start from a converted checkpoint folder (unet/, adapter/) or the authors' released .pth.
+
+    The checkpoint may lack the weights of optional conditions the model has (a pose guider):
+    they keep their zero init, so the model starts as the checkpoint. Returns those missing keys.
+    """
     path = Path(path)
     if path.is_file():
         from fashionflow.official import load_official_checkpoint
 
-        source_unet, source_adapter = load_official_checkpoint(path, cfg.model)
-        unet.load_state_dict(source_unet.state_dict())
-        adapter.load_state_dict(source_adapter.state_dict())
-        return
-    for name, module in (("unet", unet), ("adapter", adapter)):
-        if not (path / name).is_dir():
-            raise ckpt.CheckpointError(f"--init {path}: expected a folder with unet/ and adapter/ (a converted "
-                                       f"or fashionflow checkpoint) or the released .pth file; {name}/ is missing")
-        module.load_state_dict(ckpt.load_weights(path / name))
+        source_unet, source_adapter = load_official_checkpoint(path, base_model_config(cfg.model))
+        states = {"unet": source_unet.state_dict(), "adapter": source_adapter.state_dict()}
+    else:
+        for name in ("unet", "adapter"):
+            if not (path / name).is_dir():
+                raise ckpt.CheckpointError(f"--init {path}: expected a folder with unet/ and adapter/ (a converted "
+                                           f"or fashionflow checkpoint) or the released .pth file; {name}/ is missing")
+        states = {name: ckpt.load_weights(path / name) for name in ("unet", "adapter")}
+    adapter.load_state_dict(states["adapter"])
+    return load_base_weights(unet, states["unet"])  # a checkpoint without a pose guider: it starts at zero
 
 
 def _open_writer(run_dir: Path, start_step: int, ctx: DistributedContext):
@@ -217,8 +242,9 @@ def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, 
 
     latest = broadcast_from_main(ckpt.find_latest(run_dir), ctx)
     if init is not None and latest is None:
-        load_initial_weights(init, unet, adapter, cfg)
-        log(f"initial weights from {init}", ctx)
+        missing = load_initial_weights(init, unet, adapter, cfg)
+        log(f"initial weights from {init}" + (f"; {len(missing)} tensors of new conditions start at zero "
+                                             f"({missing[0].split('.')[0]})" if missing else ""), ctx)
     parts = build_parts(cfg, unet, adapter, end_step, ctx.device)
     start_step = _resume(latest, parts, cfg, end_step, ctx) if latest is not None else 0
 
@@ -296,11 +322,13 @@ def _accumulate_gradients(model, batches, cfg: FashionFlowConfig, step: int, gra
     loss_sum = torch.zeros((), device=ctx.device)
     for micro in range(t.grad_accum_steps):
         generator = torch.Generator(ctx.device).manual_seed(derive_seed(t.seed, ctx.rank, step, micro))
-        inputs = draw_step_inputs(next(batches), cfg, generator, ctx.device)
+        batch = next(batches)
+        inputs = draw_step_inputs(batch, cfg, generator, ctx.device)
+        conditions = draw_pose_inputs(batch, cfg, generator, ctx.device)  # after the draws above
         last = micro == t.grad_accum_steps - 1
         with model.no_sync() if ctx.is_distributed and not last else contextlib.nullcontext():
             with _autocast(cfg, ctx.device):
-                loss = model(*inputs).float()
+                loss = model(*inputs, **conditions).float()
             scaled = loss / t.grad_accum_steps
             (grad_scaler.scale(scaled) if grad_scaler else scaled).backward()
         loss_sum += loss.detach()
