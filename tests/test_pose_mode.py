@@ -29,6 +29,12 @@ TINY = ROOT / "configs" / "tiny.yaml"
 POSE = ["model.pose_guider=true"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(_few_threads):
+    """One thread: two spin against each other on a busy 2-core machine (a 0.3 s pipeline call took 10 s)."""
+    torch.set_num_threads(1)
+
+
 def perturb_guider(unet, seed: int = 0) -> None:
     """Give the zero-initialised output convolution weights, as training would."""
     generator = torch.Generator().manual_seed(seed)
