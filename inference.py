@@ -115,9 +115,11 @@ def main(argv=None) -> int:
                 "give a pipeline folder from training or `python -m fashionflow.assemble`")
         print(f"error: no FashionFlow pipeline at {checkpoint}: {hint}", file=sys.stderr)
         return 1
+    from fashionflow.video_io import VideoReadError
+
     try:
         args.poses, args.pose_aspect, driving = load_driving_poses(args)
-    except (ValueError, OSError, ImportError) as error:  # unreadable file, no person, mediapipe missing
+    except (ValueError, OSError, ImportError, VideoReadError) as error:  # unreadable, no person, no mediapipe
         print(f"error: driving poses: {error}", file=sys.stderr)
         return 2
     images = args.image or ([] if args.dataset else [DEMO_IMAGES])

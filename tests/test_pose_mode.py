@@ -323,6 +323,11 @@ def test_inference_pose_errors_are_one_line(checkpoints, tmp_path, capsys):
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     assert inference_main(["--checkpoint", str(checkpoints[0]), "--pose", str(tmp_path / "bad.npy"), *common]) == 2
     assert "bad.npy" in capsys.readouterr().err
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    assert inference_main(["--checkpoint", str(checkpoints[0]), "--pose-video", str(tmp_path / "bad.mp4"),
+                           *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.mp4" in err[0]
     with pytest.raises(SystemExit) as exit_info:
         inference_main(["--checkpoint", str(checkpoints[0]), "--motion", "moonwalk", *common])
     assert exit_info.value.code == 2 and "invalid choice: 'moonwalk'" in capsys.readouterr().err
