@@ -73,7 +73,14 @@ class DiffusionConfig:
     beta_schedule: Literal["released", "linear", "scaled_linear", "squaredcos_cap_v2"] = "released"
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    prediction_type: Literal["epsilon"] = "epsilon"
+    # released: epsilon. v_prediction (Salimans & Ho 2022) and zero terminal SNR (Lin et al. 2024,
+    # "Common diffusion noise schedules and sample steps are flawed") are training-side remedies for
+    # the 0.6 % of signal left at t = T - 1; zero terminal SNR needs v_prediction.
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    rescale_betas_zero_snr: bool = False
+    # where the sampling timesteps sit: "default" = each sampler's own (DDPM leading, as released;
+    # DDIM and DPM-Solver++ trailing, so the first step starts at t = T - 1)
+    timestep_spacing: Literal["default", "leading", "trailing", "linspace"] = "default"
     loss_on_first_frame: bool = True  # released: frame 0 (clean, zero target) is in the loss
     loss_reduction: Literal["sum_frames", "mean"] = "sum_frames"  # released: per-frame MSE summed
 
@@ -187,6 +194,9 @@ class FashionFlowConfig:
                               "size (1/8, the VAE's factor)")
         if not 0.0 <= self.train.pose_dropout <= 1.0:
             raise ConfigError(f"train.pose_dropout={self.train.pose_dropout} must be in [0, 1]")
+        if self.diffusion.rescale_betas_zero_snr and self.diffusion.prediction_type != "v_prediction":
+            raise ConfigError("diffusion.rescale_betas_zero_snr needs diffusion.prediction_type=v_prediction "
+                              "(at zero terminal SNR the noise is the whole input, so epsilon says nothing)")
         if not 0.0 <= self.train.cond_dropout < 1.0:
             raise ConfigError(f"train.cond_dropout={self.train.cond_dropout} must be in [0, 1)")
         if not 0.0 < self.sample.init_strength <= 1.0:

@@ -44,36 +44,42 @@ def make_scheduler(diff_cfg: DiffusionConfig, sampler: str = "ddpm") -> Schedule
           clipping: with all 1000 steps this is the released sampler.
     ddim: deterministic DDIM (eta 0), "trailing" timesteps so the first step starts at t = T - 1.
     dpm:  DPM-Solver++ (2nd-order multistep), "trailing" timesteps, zero final sigma.
+    `diffusion.prediction_type`, `rescale_betas_zero_snr` and `timestep_spacing` are handed to
+    the scheduler as they are (diffusers implements all three).
     """
-    if diff_cfg.prediction_type != "epsilon":
-        raise ValueError(f"diffusion.prediction_type={diff_cfg.prediction_type!r}: only epsilon is supported")
-    schedule: dict = dict(num_train_timesteps=diff_cfg.num_train_timesteps, prediction_type="epsilon")
+    schedule: dict = dict(num_train_timesteps=diff_cfg.num_train_timesteps, prediction_type=diff_cfg.prediction_type,
+                          rescale_betas_zero_snr=diff_cfg.rescale_betas_zero_snr)
     if diff_cfg.beta_schedule == "released":
         schedule["trained_betas"] = released_betas(diff_cfg.num_train_timesteps, diff_cfg.beta_start,
                                                    diff_cfg.beta_end)
     else:
         schedule.update(beta_schedule=diff_cfg.beta_schedule, beta_start=diff_cfg.beta_start,
                         beta_end=diff_cfg.beta_end)
-    scheduler_class, settings = _sampler(sampler)
+    scheduler_class, settings = _sampler(sampler, diff_cfg.timestep_spacing)
     return scheduler_class(**schedule, **settings)
 
 
-def _sampler(sampler: str) -> tuple[type[SchedulerMixin], dict]:
+def _sampler(sampler: str, timestep_spacing: str = "default") -> tuple[type[SchedulerMixin], dict]:
     if sampler == "ddpm":
-        return DDPMScheduler, dict(variance_type="fixed_small", clip_sample=False, thresholding=False)
-    if sampler == "ddim":
-        return DDIMScheduler, dict(clip_sample=False, thresholding=False, set_alpha_to_one=True,
-                                   timestep_spacing="trailing", steps_offset=0)
-    if sampler == "dpm":
-        return DPMSolverMultistepScheduler, dict(algorithm_type="dpmsolver++", solver_order=2, thresholding=False,
-                                                 timestep_spacing="trailing", final_sigmas_type="zero",
-                                                 lower_order_final=True, use_karras_sigmas=False, steps_offset=0)
-    raise ValueError(f"unknown sampler {sampler!r} (one of {', '.join(SAMPLERS)})")
+        scheduler_class, settings = DDPMScheduler, dict(variance_type="fixed_small", clip_sample=False,
+                                                        thresholding=False, timestep_spacing="leading")
+    elif sampler == "ddim":
+        scheduler_class, settings = DDIMScheduler, dict(clip_sample=False, thresholding=False, set_alpha_to_one=True,
+                                                        timestep_spacing="trailing", steps_offset=0)
+    elif sampler == "dpm":
+        scheduler_class, settings = DPMSolverMultistepScheduler, dict(
+            algorithm_type="dpmsolver++", solver_order=2, thresholding=False, timestep_spacing="trailing",
+            final_sigmas_type="zero", lower_order_final=True, use_karras_sigmas=False, steps_offset=0)
+    else:
+        raise ValueError(f"unknown sampler {sampler!r} (one of {', '.join(SAMPLERS)})")
+    if timestep_spacing != "default":
+        settings["timestep_spacing"] = timestep_spacing
+    return scheduler_class, settings
 
 
-def switch_sampler(scheduler: SchedulerMixin, sampler: str) -> SchedulerMixin:
+def switch_sampler(scheduler: SchedulerMixin, sampler: str, timestep_spacing: str = "default") -> SchedulerMixin:
     """The same schedule (betas, prediction type) in another sampler: e.g. a saved pipeline's DDPM -> DPM."""
-    scheduler_class, settings = _sampler(sampler)
+    scheduler_class, settings = _sampler(sampler, timestep_spacing)
     return scheduler_class.from_config(scheduler.config, **settings)
 
 
@@ -110,6 +116,8 @@ def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.
     2. Local conditioning: noisy frame 0 is replaced by clean frame 0, whose noise target is 0.
     3. Epsilon MSE per frame; released: summed over frames ("sum_frames", frame 0 included).
        `loss_on_first_frame=False` leaves frame 0 out; `loss_reduction="mean"` averages frames.
+       With `prediction_type="v_prediction"` the target is v = sqrt(abar) eps - sqrt(1 - abar) x0
+       of the same (frame-0-zeroed) noise, so clean frame 0's target is -sqrt(1 - abar) x0.
     `conditions`: optional U-Net keyword inputs (pose, pose_mask).
     """
     b = latents.shape[0]
@@ -122,6 +130,8 @@ def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.
     noisy = scheduler.add_noise(latents, noise, timesteps)
     noisy = with_first_frame(noisy, latents[:, :, 0])
     target = with_first_frame(noise, torch.zeros_like(latents[:, :, 0]))
+    if diff_cfg.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, target, timesteps)
 
     prediction = unet(noisy, timesteps, context, **(conditions or {}))
     per_frame = _frame_mse(prediction, target)  # [f]

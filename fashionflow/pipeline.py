@@ -315,7 +315,8 @@ def load_pipeline(folder: str | os.PathLike, sampler: Optional[str] = None, devi
                                 "unet/, adapter/ and config.yaml); build one by training or with "
                                 "`python -m fashionflow.assemble`")
     if sampler is not None:
-        pipe.scheduler = switch_sampler(pipe.scheduler, sampler)
+        pipe.scheduler = switch_sampler(pipe.scheduler, sampler,
+                                        cfg.diffusion.timestep_spacing if cfg is not None else "default")
     if device is not None:
         pipe.to(device)
     return pipe, cfg

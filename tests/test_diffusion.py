@@ -238,3 +238,43 @@ def test_init_strength_one_is_the_released_start_and_bad_values_fail():
         with pytest.raises(ValueError, match="init_strength"):
             sample_video_latents(RecordingUNet(), make_scheduler(cfg, "ddim"), context, image_latent, 4, 3,
                                  init_strength=bad)
+
+
+def test_v_prediction_target_and_zero_terminal_snr():
+    """v-prediction trains on v = sqrt(abar) eps - sqrt(1 - abar) x0; zero terminal SNR leaves no signal at T - 1."""
+    from fashionflow.config import ConfigError, DiffusionConfig, load_config
+    from fashionflow.diffusion import diffusion_loss, make_scheduler
+
+    cfg = DiffusionConfig(prediction_type="v_prediction", rescale_betas_zero_snr=True, loss_reduction="mean")
+    scheduler = make_scheduler(cfg)
+    assert scheduler.alphas_cumprod[-1] < 1e-6 and scheduler.config.prediction_type == "v_prediction"
+    torch.manual_seed(0)
+    latents, noise = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 4, 3, 8, 8)
+    timesteps = torch.tensor([10, 700])
+    abar = scheduler.alphas_cumprod[timesteps].view(2, 1, 1, 1, 1)
+    noise_target = noise.clone()
+    noise_target[:, :, 0] = 0
+    v = abar.sqrt() * noise_target - (1 - abar).sqrt() * latents
+
+    def oracle(noisy, t, context):  # predicts v exactly: zero loss
+        return v
+
+    assert diffusion_loss(oracle, latents, None, scheduler, cfg, timesteps=timesteps, noise=noise).item() < 1e-10
+    with pytest.raises(ConfigError, match="needs diffusion.prediction_type=v_prediction"):
+        load_config(None, ["diffusion.rescale_betas_zero_snr=true"])
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm"])
+def test_timestep_spacing_option(sampler):
+    from fashionflow.config import DiffusionConfig
+    from fashionflow.diffusion import make_scheduler, switch_sampler
+
+    default = make_scheduler(DiffusionConfig(), sampler)
+    trailing = make_scheduler(DiffusionConfig(timestep_spacing="trailing"), sampler)
+    default.set_timesteps(10)
+    trailing.set_timesteps(10)
+    assert trailing.timesteps[0] == 999
+    assert default.timesteps[0] == (900 if sampler == "ddpm" else 999)  # DDPM's own spacing is "leading", as released
+    switched = switch_sampler(default, sampler, "trailing")
+    switched.set_timesteps(10)
+    assert switched.timesteps[0] == 999

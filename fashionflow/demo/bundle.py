@@ -36,7 +36,7 @@ def bundle_pipeline(run_checkpoint: Path, output: Path, max_mb: float, preset: P
     pipe, cfg = load_pipeline(run_checkpoint)
     if preset is not None:
         cfg.sample = load_config(preset).sample
-        pipe.scheduler = switch_sampler(pipe.scheduler, cfg.sample.sampler)
+        pipe.scheduler = switch_sampler(pipe.scheduler, cfg.sample.sampler, cfg.diffusion.timestep_spacing)
     save_pipeline(pipe, output, cfg)
     size = folder_megabytes(output)
     if size > max_mb:

@@ -67,3 +67,44 @@ def mean_colour_drift(video: np.ndarray, reference: np.ndarray) -> float:
     """Mean over frames of the figure-colour histogram distance to a reference frame [h, w, 3]."""
     target = colour_histogram(reference, figure_mask(reference))
     return float(np.mean([histogram_distance(colour_histogram(f, figure_mask(f)), target) for f in video]))
+
+
+# A garment-sized flat patch of each of 24 saturated colours (8 hues x 3 saturation/value pairs)
+# on a light studio wall: the demo VAE must return the patch's colour (issue: "a VAE that keeps
+# colours"). The error is measured inside the patch, `PATCH_MARGIN` pixels in from its edge.
+GRID_HUES = 8
+GRID_SATURATION_VALUE = ((1.0, 0.9), (0.7, 0.6), (0.9, 0.35))
+STUDIO_WALL = (225, 222, 218)
+PATCH_MARGIN = 4
+
+
+def hsv_to_rgb(hue_degrees: float, saturation: float, value: float) -> np.ndarray:
+    """One HSV colour (hue in degrees, saturation and value in [0, 1]) -> uint8 RGB [3]."""
+    import cv2
+
+    pixel = np.array([[[hue_degrees / 2, saturation * 255, value * 255]]], np.float32).round().astype(np.uint8)
+    return cv2.cvtColor(pixel, cv2.COLOR_HSV2RGB)[0, 0]
+
+
+def colour_grid(height: int = 128, width: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 24 test images: (images uint8 [24, h, w, 3], colours uint8 [24, 3], patch mask bool [h, w])."""
+    colours = np.array([hsv_to_rgb(360 * i / GRID_HUES, s, v) for i in range(GRID_HUES)
+                        for s, v in GRID_SATURATION_VALUE])
+    top, bottom, left, right = height // 4, height * 13 // 16, width * 5 // 16, width * 11 // 16  # a dress-sized block
+    images = np.empty((len(colours), height, width, 3), np.uint8)
+    images[:] = STUDIO_WALL
+    images[:, top:bottom, left:right] = colours[:, None, None]
+    inside = np.zeros((height, width), bool)
+    inside[top + PATCH_MARGIN:bottom - PATCH_MARGIN, left + PATCH_MARGIN:right - PATCH_MARGIN] = True
+    return images, colours, inside
+
+
+def colour_grid_errors(round_trip, height: int = 128, width: int = 128) -> np.ndarray:
+    """Mean absolute round-trip error inside each patch, per channel: float [24, 3] (0-255 scale).
+
+    `round_trip` maps uint8 images [n, h, w, 3] to uint8 images of the same shape (e.g. VAE
+    encode -> latent mean -> decode).
+    """
+    images, _, inside = colour_grid(height, width)
+    output = round_trip(images)
+    return np.abs(output[:, inside].astype(np.float64) - images[:, inside].astype(np.float64)).mean(1)

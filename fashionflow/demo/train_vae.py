@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
+from fashionflow.demo.quality import colour_grid_errors
 from fashionflow.video_io import VideoReadError, list_videos, read_video
 
 
@@ -90,6 +91,31 @@ def random_crops(frames: np.ndarray, batch: int, crop: int, rng: np.random.Gener
     return to_model_range(np.ascontiguousarray(np.stack(crops)))
 
 
+def colour_cards(batch: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """Flat colour cards: a light studio wall with 1-3 rectangles or ellipses of random colours
+    (hue, saturation and value uniform), [b, 3, size, size] in [-1, 1].
+
+    The synthetic garments draw their colours from a part of HSV space; these cards cover all of
+    it, so the VAE learns every colour it may be shown (the 24-colour grid, real photos).
+    """
+    import cv2
+
+    cards = np.empty((batch, size, size, 3), np.uint8)
+    for card in cards:
+        card[:] = np.clip(rng.uniform(0.78, 0.98) * 255 + rng.normal(0, 5, 3), 0, 255)
+        for _ in range(int(rng.integers(1, 4))):
+            hsv = np.array([[[rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(20, 255)]]], np.float32)
+            colour = tuple(int(c) for c in cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0])
+            y0, x0 = rng.integers(0, size - 8, 2)
+            y1, x1 = y0 + rng.integers(8, size - y0 + 1), x0 + rng.integers(8, size - x0 + 1)
+            if rng.random() < 0.5:
+                cv2.rectangle(card, (int(x0), int(y0)), (int(x1), int(y1)), colour, -1)
+            else:
+                cv2.ellipse(card, (int(x0 + x1) // 2, int(y0 + y1) // 2), (int(x1 - x0) // 2, int(y1 - y0) // 2),
+                            0, 0, 360, colour, -1)
+    return to_model_range(cards)
+
+
 def vae_loss(vae: AutoencoderKL, images: torch.Tensor, kl_weight: float, generator: torch.Generator):
     """L1 + MSE reconstruction of a sampled latent, plus kl_weight * KL to N(0, 1) (per element)."""
     posterior = vae.encode(images).latent_dist
@@ -98,6 +124,16 @@ def vae_loss(vae: AutoencoderKL, images: torch.Tensor, kl_weight: float, generat
     mse = F.mse_loss(reconstruction, images)
     kl = posterior.kl().mean() / posterior.mean[0].numel()
     return l1 + mse + kl_weight * kl, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
+
+
+@torch.no_grad()
+def round_trip(vae: AutoencoderKL, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """uint8 [n, h, w, 3] -> decode(mean latent) as uint8 [n, h, w, 3] (the demo pipeline's encode/decode)."""
+    outputs = []
+    for i in range(0, len(images), batch):
+        output = vae.decode(vae.encode(to_model_range(images[i:i + batch])).latent_dist.mean).sample
+        outputs.append(((output.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    return np.concatenate(outputs)
 
 
 @torch.no_grad()
@@ -135,9 +171,13 @@ def train(args) -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
     centres = figure_centres(train_frames)
+    crop = args.crop or min(height, width)
     started = time.perf_counter()
     for step in range(args.steps):
-        images = random_crops(train_frames, args.batch_size, args.crop, rng, centres)
+        num_cards = int(round(args.batch_size * args.card_share))
+        images = random_crops(train_frames, args.batch_size - num_cards, crop, rng, centres)
+        if num_cards:
+            images = torch.cat((images, colour_cards(num_cards, crop, rng)))
         loss, parts = vae_loss(vae, images, args.kl_weight, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -147,17 +187,27 @@ def train(args) -> dict:
         if step % args.log_every == 0 or step == args.steps - 1:
             print(f"step {step:5d}  loss {loss.item():.4f}  l1 {parts['l1']:.4f}  kl {parts['kl']:.1f}  "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
+        if args.eval_every and step % args.eval_every == 0 and step:
+            vae.eval()
+            grid = colour_grid_errors(lambda images: round_trip(vae, images), height, width)
+            print(f"step {step:5d}  colour grid error {grid.mean():.1f} (worst {grid.max():.1f})  "
+                  f"held-out PSNR {reconstruction_psnr(vae, test_frames[::4]):.2f} dB", flush=True)
+            vae.train()
     train_seconds = time.perf_counter() - started
     vae.eval()
     std = latent_std(vae, train_frames[:: max(1, len(train_frames) // 256)])
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
     psnr = reconstruction_psnr(vae, test_frames)
+    grid = colour_grid_errors(lambda images: round_trip(vae, images), height, width)
     vae.save_pretrained(args.output_dir)
     report = {"parameters": params, "steps": args.steps, "train_seconds": round(train_seconds, 1),
               "heldout_frames": len(test_frames), "heldout_psnr_db": round(psnr, 2),
+              "colour_grid_error_mean": round(float(grid.mean()), 2),
+              "colour_grid_error_max": round(float(grid.max()), 2), "recipe": vars(args),
               "scaling_factor": vae.config.scaling_factor, "threads": torch.get_num_threads()}
     (Path(args.output_dir) / "training_report.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"saved to {args.output_dir}: held-out PSNR {psnr:.2f} dB, scaling factor {vae.config.scaling_factor} "
+    print(f"saved to {args.output_dir}: held-out PSNR {psnr:.2f} dB, colour grid error {grid.mean():.1f} "
+          f"(worst channel {grid.max():.1f}) of 255, scaling factor {vae.config.scaling_factor} "
           f"(set encoders.vae_scaling_factor to it); trained in {train_seconds:.0f} s", flush=True)
     return report
 
@@ -168,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--crop", type=int, default=32, help="training crop size (multiple of 8)")
+    parser.add_argument("--crop", type=int, default=32, help="training crop size (multiple of 8; 0 = whole frames)")
+    parser.add_argument("--card-share", type=float, default=0.0,
+                        help="share of each batch that is flat colour cards instead of frame crops")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 64], help="widths of the 4 levels")
@@ -176,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--eval-every", type=int, default=0, help="steps between colour-grid / PSNR checks (0 = end only)")
     args = parser.parse_args(argv)
     if args.crop % 8:
         parser.error("--crop must be a multiple of 8")
