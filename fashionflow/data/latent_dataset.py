@@ -160,7 +160,8 @@ class LatentClipDataset(Dataset):
     Items are dicts: latents float32 [f, 4, h, w], image uint8 [3, H, W],
     image_latent_mean / image_latent_std float32 [4, h, w], clip_hidden_states float32
     [50, C], name str (the file name without suffix); with `model.pose_guider` also keypoints
-    float32 [f, 18, 3].
+    float32 [f, 18, 3] and pose uint8 [f, 3, H, W], them drawn as OpenPose skeletons (drawn here,
+    in the DataLoader's workers, rather than in the training step).
 
     subset: None (all clips), an int n (a fixed, evenly spaced choice of n clips, the same
     on every run and rank), or a sequence of clip names or indices.
@@ -178,6 +179,7 @@ class LatentClipDataset(Dataset):
                                      f"--output-dir {self.folder}`")
         self.headers = {}
         self.with_poses = cfg.model.pose_guider
+        self.frame_size = (cfg.data.height, cfg.data.width)
         for path in files:
             header = read_clip_header(path)
             check_clip_header(path, header, cfg)
@@ -238,5 +240,9 @@ class LatentClipDataset(Dataset):
         item["image"] = tensors["image"].to(torch.uint8)
         item["name"] = path.stem
         if self.with_poses:
+            from fashionflow.pose.render import render_poses
+
             item["keypoints"] = tensors["keypoints"].float()
+            skeletons = render_poses(item["keypoints"].numpy(), *self.frame_size)  # f H W 3
+            item["pose"] = torch.from_numpy(skeletons).permute(0, 3, 1, 2).contiguous()  # f 3 H W
         return item

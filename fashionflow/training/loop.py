@@ -112,16 +112,13 @@ def draw_step_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Gener
 def draw_pose_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Generator, device: torch.device) -> dict:
     """The pose guider's keyword inputs for a micro-batch: {} without the guider (nothing drawn,
     so pose-free runs and their exact resume are unchanged); else pose [b, 3, f, H, W], the
-    clips' keypoints rendered as OpenPose skeletons in [0, 1], and pose_mask [b] bool, False
+    clips' OpenPose skeletons (drawn by the dataset) in [0, 1], and pose_mask [b] bool, False
     with probability `train.pose_dropout` (drawn after `draw_step_inputs`' draws)."""
     if not cfg.model.pose_guider:
         return {}
-    from fashionflow.pose.render import pose_tensor
-
-    keypoints = batch["keypoints"]  # b f 18 3
-    pose_mask = torch.rand(len(keypoints), generator=generator, device=device) >= cfg.train.pose_dropout
-    pose = torch.stack([pose_tensor(k.numpy(), cfg.data.height, cfg.data.width) for k in keypoints])  # b f 3 H W
-    pose = rearrange(pose, "b f c h w -> b c f h w").to(device, non_blocking=True)
+    skeletons = batch["pose"].to(device, non_blocking=True)  # b f 3 H W uint8
+    pose_mask = torch.rand(len(skeletons), generator=generator, device=device) >= cfg.train.pose_dropout
+    pose = rearrange(skeletons, "b f c h w -> b c f h w").float() / 255.0
     return {"pose": pose, "pose_mask": pose_mask}
 
 
