@@ -50,8 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--decode-chunk-size", type=int, help="frames decoded by the VAE at once (memory)")
     parser.add_argument("--resize", choices=("stretch", "crop", "pad"), default="stretch",
                         help="other aspect ratios: stretch (released), centre-crop, or pad with white")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="autocast on CUDA (auto: bf16); CPU runs fp32")
+    parser.add_argument("--precision", choices=("auto", "fp32", "tf32", "bf16", "fp16"), default="auto",
+                        help="auto: bf16 autocast on GPUs with native bf16, else fp16; fp32 on CPU. tf32: fp32 "
+                             "with TF32 matmuls (CUDA). The image is always encoded in fp32")
     parser.add_argument("--output-dir", default="result")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same name")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -25,7 +25,7 @@ class SinusoidalPosEmb(nn.Module):
 
     def forward(self, t):
         half = self.dim // 2
-        freqs = torch.exp(torch.arange(half, dtype=torch.float) * -(math.log(10000) / (half - 1)))
+        freqs = torch.exp(torch.arange(half, dtype=torch.float, device=t.device) * -(math.log(10000) / (half - 1)))
         angles = t[:, None] * freqs[None]
         return torch.cat((angles.sin(), angles.cos()), dim=-1)
 
@@ -100,11 +100,14 @@ class ContinuousPositionBias(nn.Module):
                                   nn.Sequential(nn.Linear(dim, dim), nn.SiLU()), nn.Linear(dim, heads)])
 
     def forward(self, *dims):
-        shape = torch.tensor(dims)
+        device = self.net[0][0].weight.device
+        shape = torch.tensor(dims, device=device)
         strides = torch.flip(F.pad(torch.flip(2 * shape - 1, (0,)).cumprod(-1), (1, -1), value=1), (0,))
-        grid = torch.stack(torch.meshgrid(*[torch.arange(d) for d in dims], indexing="ij"), -1).reshape(-1, len(dims))
+        grid = torch.stack(torch.meshgrid(*[torch.arange(d, device=device) for d in dims], indexing="ij"), -1)
+        grid = grid.reshape(-1, len(dims))
         rel = grid[:, None] - grid[None]
-        rel_grid = torch.stack(torch.meshgrid(*[torch.arange(-d + 1, d) for d in dims], indexing="ij"), -1)
+        rel_grid = torch.stack(torch.meshgrid(*[torch.arange(-d + 1, d, device=device) for d in dims],
+                                              indexing="ij"), -1)
         bias = rel_grid.reshape(-1, len(dims)).float()
         for layer in self.net:
             bias = layer(bias)

@@ -119,9 +119,15 @@ class TrainConfig:
     warmup_steps: int = 0
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"  # after warmup; released: constant
     grad_clip: Optional[float] = None
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast on CUDA only
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast on the device (CPU too); fp16 adds a GradScaler
+    # CUDA: fp32 matmuls and convolutions on TF32 tensor cores. false = PyTorch's defaults (convs TF32,
+    # matmuls full fp32), as the released code ran.
+    tf32: bool = False
+    deterministic: bool = False  # deterministic kernels (for bitwise resume on CUDA; README "Training")
     gradient_checkpointing: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile the U-Net
+    compile_backend: str = "inductor"  # "eager" / "aot_eager": trace only, no code generation (tests)
+    compile_mode: Optional[Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = None
     ema_decay: Optional[float] = None  # e.g. 0.9999; None = no EMA (released)
     cond_dropout: float = 0.0  # probability of dropping the image context (for guidance)
     # with model.pose_guider: probability that a clip trains without its poses, so one model
@@ -201,6 +207,9 @@ class FashionFlowConfig:
             raise ConfigError(f"train.cond_dropout={self.train.cond_dropout} must be in [0, 1)")
         if not 0.0 < self.sample.init_strength <= 1.0:
             raise ConfigError(f"sample.init_strength={self.sample.init_strength} must be in (0, 1]")
+        if self.train.compile_mode is not None and self.train.compile_backend != "inductor":
+            raise ConfigError(f"train.compile_mode={self.train.compile_mode!r} needs train.compile_backend=inductor "
+                              f"(got {self.train.compile_backend!r})")
         for name in ("batch_size", "grad_accum_steps", "keep_last"):
             if getattr(self.train, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1")

@@ -9,7 +9,6 @@ step. Latents are [b, c, f, h, w] (channels before frames) and already scaled by
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable, Iterable, Optional
 
@@ -21,6 +20,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from fashionflow.config import DiffusionConfig
+from fashionflow.precision import autocast
 
 SAMPLERS = ("ddpm", "ddim", "dpm")
 Generators = Optional[torch.Generator | list[torch.Generator]]
@@ -150,12 +150,6 @@ def guided_conditions(conditions: dict) -> dict:
     return {name: torch.cat([value, value]) for name, value in conditions.items() if value is not None}
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    if dtype is None or dtype == torch.float32 or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
 def first_frame_start(scheduler: SchedulerMixin, image_latent: torch.Tensor, noise: torch.Tensor,
                       init_strength: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The timesteps to run and the latents to start from, after `scheduler.set_timesteps`.
@@ -195,7 +189,7 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
 
     context [b, n, C] (adapter output), image_latent [b, c, h, w] -> latents [b, c, f, h, w] (fp32).
     `generator`: one per video (a list of b) so a video does not depend on its batch; the
-    scheduler state is fp32 and the U-Net runs under `autocast_dtype` on CUDA.
+    scheduler state is fp32 and the U-Net runs under `autocast_dtype` (CPU or CUDA; None = none).
     Guidance: eps = eps_null + s (eps_cond - eps_null), with the all-zeros null context; s = 1 skips it.
     `init_strength` 1.0 starts from pure noise (released); below 1, see `first_frame_start`.
     `conditions`: optional U-Net keyword inputs (pose [b, 3, f, H, W], pose_mask [b]).
@@ -220,7 +214,7 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
         if guided:
             model_input = torch.cat([model_input, model_input])
         timesteps = t.expand(model_input.shape[0]).to(device)
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             eps = unet(model_input.to(weights_dtype), timesteps, unet_context, **conditions)
         eps = eps.float()
         if guided:

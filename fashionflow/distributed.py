@@ -1,9 +1,10 @@
 """One small distributed layer: works with and without `torchrun`.
 
 `torchrun --nproc_per_node=N train.py ...` sets RANK / WORLD_SIZE / LOCAL_RANK; `python train.py`
-sets nothing and runs one process. NCCL on GPUs, gloo on CPU. Rank 0 logs and saves; every
-rank waits at a barrier after a save. Seeds derive from (global seed, rank, step, ...), never
-from a process-global RNG, so a resumed run draws exactly what an uninterrupted one would.
+sets nothing and runs one process. NCCL on GPUs, gloo on CPU. Rank 0 logs, saves and renders
+previews; the other ranks wait for it in `wait_for_main` (a CPU barrier with a long timeout).
+Seeds derive from (global seed, rank, step, ...), never from a process-global RNG, so a resumed
+run draws exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -62,12 +63,15 @@ def init_distributed(device: str | None = None, timeout_minutes: float = 30.0) -
         kwargs = {"device_id": dev} if use_cuda else {}
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs)
+    _main_work_barrier_group()  # now, while every rank is here
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
 def shutdown() -> None:
+    global _main_work_group
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _main_work_group = None
 
 
 def barrier(ctx: DistributedContext) -> None:
@@ -76,6 +80,33 @@ def barrier(ctx: DistributedContext) -> None:
             dist.barrier(device_ids=[ctx.device.index])
         else:
             dist.barrier()
+
+
+# Rank 0 may work alone for long (a 1000-step DDPM preview of 70 frames takes minutes; a save
+# to a slow filesystem too). The other ranks wait for it on a CPU (gloo) group with this timeout,
+# not in the next NCCL collective, whose timeout (init_distributed) would end the job. If rank 0
+# dies instead, torchrun stops the others.
+MAIN_WORK_TIMEOUT = datetime.timedelta(hours=24)
+_main_work_group = None
+
+
+def wait_for_main(ctx: DistributedContext) -> None:
+    """Every rank waits here until rank 0 arrives (call it on all ranks after rank-0-only work).
+
+    The wait is a barrier on a gloo group with MAIN_WORK_TIMEOUT, so no NCCL collective is
+    pending (and no NCCL watchdog running) while rank 0 renders a preview or saves.
+    """
+    if ctx.is_distributed:
+        dist.barrier(group=_main_work_barrier_group())
+
+
+def _main_work_barrier_group():
+    """The gloo group of `wait_for_main`, made once per process group by every rank together
+    (in init_distributed; here when the process group was made elsewhere)."""
+    global _main_work_group
+    if _main_work_group is None:
+        _main_work_group = dist.new_group(backend="gloo", timeout=MAIN_WORK_TIMEOUT)
+    return _main_work_group
 
 
 def all_reduce_mean(value: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:

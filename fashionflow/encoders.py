@@ -1,8 +1,10 @@
 """The frozen encoders: SD v1-4's VAE and CLIP ViT-B/32's vision tower (FASHIONFLOW.md, "Frozen encoders").
 
-Both load from a hub id or a local folder (config keys `encoders.vae`, `encoders.image_encoder`).
-Nothing can be downloaded at run time here, so a missing model raises `MissingWeightsError`
-whose one-line message says which model, how to download it, and which key to point at it.
+Both load from a hub id or a local folder (config keys `encoders.vae`, `encoders.image_encoder`),
+offline first: a local folder, else the hub id in the local Hugging Face cache (no network
+touched), else -- unless `HF_HUB_OFFLINE` is set -- the hub, after one probe that gives up within
+`HUB_TIMEOUT` seconds. A model found nowhere raises `MissingWeightsError` at once (no retries)
+whose one-line message says which model, why not, how to download it and which key to point at it.
 
 Two image preprocessings, picked by `encoders.preprocessing`:
 - "released": [0, 1] images go into the VAE as they are, and the [0, 1] float image is handed
@@ -17,16 +19,20 @@ All functions take images as float [b, 3, H, W] in [0, 1]; latents are already m
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Literal, Optional
+import threading
+from typing import TYPE_CHECKING, Callable, Literal, Optional, TypeVar
 
 import torch
-from diffusers import AutoencoderKL
-from diffusers.utils.torch_utils import randn_tensor
 
 from fashionflow.config import EncodersConfig
 
-if TYPE_CHECKING:  # imported where used: without torchvision, transformers announces its PIL fallback on import
+if TYPE_CHECKING:  # imported where used: diffusers and transformers take seconds to import, which a
+    # missing model should not cost; without torchvision, transformers announces its PIL fallback on import
+    from diffusers import AutoencoderKL
     from transformers import CLIPImageProcessor, CLIPVisionModel
+
+HUB_TIMEOUT = 2.0  # seconds the hub probe may take (DNS, connect, answer) before "cannot be reached"
+Loaded = TypeVar("Loaded")
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -44,6 +50,74 @@ def _missing(what: str, source: str, download: str, key: str, error: BaseExcepti
         f"network with `{download}`, then set {key}.")
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, now or when huggingface_hub was imported."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get(name, "").strip().upper() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(flag in ("1", "ON", "YES", "TRUE") for flag in flags)
+
+
+def _hub_problem(repo_id: str, subfolder: Optional[str]) -> Optional[str]:
+    """Why the hub cannot serve `repo_id`'s config.json, or None when it can.
+
+    One HEAD request without retries, in a thread that is abandoned after HUB_TIMEOUT seconds,
+    so a missing route, an unresolvable name or a silent firewall all answer in time.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import HfHubHTTPError
+
+    url = hf_hub_url(repo_id, "config.json", subfolder=subfolder or None)
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            get_hf_file_metadata(url, timeout=HUB_TIMEOUT)
+            outcome.append(None)
+        except Exception as error:  # noqa: BLE001 -- reported below, whatever the HTTP library raised
+            outcome.append(error)
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(HUB_TIMEOUT)
+    hub = f"the hub ({constants.ENDPOINT})"
+    error = outcome[0] if outcome else TimeoutError()
+    if error is None:
+        return None
+    if isinstance(error, TimeoutError) or "Timeout" in type(error).__name__:  # the HTTP library's own timeouts
+        return f"{hub} did not answer within {HUB_TIMEOUT:g} s"
+    if isinstance(error, HfHubHTTPError):
+        return f"{hub} has no {repo_id}/{subfolder + '/' if subfolder else ''}config.json ({_first_line(error)})"
+    return f"{hub} cannot be reached ({type(error).__name__}: {_first_line(error)})"
+
+
+def load_offline_first(source: str, subfolder: Optional[str], load: Callable[[bool], Loaded]) -> Loaded:
+    """`load(local_files_only)` from a local folder, else from the local Hugging Face cache, else
+    (unless HF_HUB_OFFLINE) from the hub. Raises OSError whose first line says why not, within
+    about HUB_TIMEOUT seconds when there is no network."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if os.path.isdir(source):
+        return load(True)
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        raise OSError("no such folder") from None
+    if isinstance(try_to_load_from_cache(source, f"{subfolder}/config.json" if subfolder else "config.json"), str):
+        try:
+            return load(True)  # a hub id already in the cache: no network
+        except (OSError, ValueError):
+            pass  # partly cached (a config without its weights): the hub has the rest
+    nowhere = f"not a local folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    if hub_offline():
+        raise OSError(f"{nowhere}, and HF_HUB_OFFLINE is set")
+    problem = _hub_problem(source, subfolder)
+    if problem is not None:
+        raise OSError(f"{nowhere}, and {problem}")
+    return load(False)
+
+
 def _vae_location(enc_cfg: EncodersConfig) -> tuple[str, Optional[str]]:
     """A local folder may hold the VAE itself or the whole SD repo with a `vae/` subfolder."""
     source, subfolder = enc_cfg.vae, enc_cfg.vae_subfolder
@@ -53,11 +127,18 @@ def _vae_location(enc_cfg: EncodersConfig) -> tuple[str, Optional[str]]:
     return source, subfolder
 
 
-def load_vae(enc_cfg: EncodersConfig, device=None, dtype: Optional[torch.dtype] = None) -> AutoencoderKL:
+def load_vae(enc_cfg: EncodersConfig, device=None, dtype: Optional[torch.dtype] = None) -> "AutoencoderKL":
     """AutoencoderKL from `encoders.vae` (+ `encoders.vae_subfolder`), frozen, in eval mode."""
     source, subfolder = _vae_location(enc_cfg)
+
+    def load(local_files_only: bool) -> "AutoencoderKL":
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL.from_pretrained(source, subfolder=subfolder, torch_dtype=dtype, low_cpu_mem_usage=False,
+                                             local_files_only=local_files_only)
+
     try:
-        vae = AutoencoderKL.from_pretrained(source, subfolder=subfolder, torch_dtype=dtype, low_cpu_mem_usage=False)
+        vae = load_offline_first(source, subfolder, load)
     except (OSError, ValueError) as error:
         repo = "CompVis/stable-diffusion-v1-4"
         download = f'hf download {repo} --include "vae/*" --local-dir weights/stable-diffusion-v1-4'
@@ -72,12 +153,16 @@ def load_vae(enc_cfg: EncodersConfig, device=None, dtype: Optional[torch.dtype] 
 def load_image_encoder(enc_cfg: EncodersConfig, device=None, dtype: Optional[torch.dtype] = None
                        ) -> tuple["CLIPVisionModel", "CLIPImageProcessor"]:
     """CLIP vision tower and its image processor from `encoders.image_encoder`, frozen."""
-    from transformers import CLIPImageProcessor, CLIPVisionModel
-
     source = enc_cfg.image_encoder
+
+    def load(local_files_only: bool) -> tuple["CLIPVisionModel", "CLIPImageProcessor"]:
+        from transformers import CLIPImageProcessor, CLIPVisionModel
+
+        return (CLIPVisionModel.from_pretrained(source, dtype=dtype, local_files_only=local_files_only),
+                CLIPImageProcessor.from_pretrained(source, local_files_only=local_files_only))
+
     try:
-        model = CLIPVisionModel.from_pretrained(source, dtype=dtype)
-        processor = CLIPImageProcessor.from_pretrained(source)
+        model, processor = load_offline_first(source, None, load)
     except (OSError, ValueError) as error:
         download = ('hf download openai/clip-vit-base-patch32 --include "*.json" "*.txt" "*.safetensors" '
                     "--local-dir weights/clip-vit-base-patch32")
@@ -106,7 +191,7 @@ def output_range_for(preprocessing: str) -> Literal["clamp01", "from_minus1"]:
 # --- VAE ----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def encode_latent_dist(vae: AutoencoderKL, images01: torch.Tensor, enc_cfg: EncodersConfig,
+def encode_latent_dist(vae: "AutoencoderKL", images01: torch.Tensor, enc_cfg: EncodersConfig,
                        chunk_size: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """[b, 3, H, W] in [0, 1] -> (mean, std), each [b, 4, H/8, W/8], times the scaling factor.
 
@@ -123,7 +208,7 @@ def encode_latent_dist(vae: AutoencoderKL, images01: torch.Tensor, enc_cfg: Enco
 
 
 @torch.no_grad()
-def encode_latents(vae: AutoencoderKL, images01: torch.Tensor, enc_cfg: EncodersConfig, sample: bool = True,
+def encode_latents(vae: "AutoencoderKL", images01: torch.Tensor, enc_cfg: EncodersConfig, sample: bool = True,
                    generator: torch.Generator | list[torch.Generator] | None = None,
                    chunk_size: Optional[int] = None) -> torch.Tensor:
     """[b, 3, H, W] in [0, 1] -> scaled latents [b, 4, H/8, W/8].
@@ -131,6 +216,8 @@ def encode_latents(vae: AutoencoderKL, images01: torch.Tensor, enc_cfg: Encoders
     Released: a *sampled* latent (mean + std * noise), not the mean. A list of generators gives
     each image its own noise (one per image).
     """
+    from diffusers.utils.torch_utils import randn_tensor
+
     mean, std = encode_latent_dist(vae, images01, enc_cfg, chunk_size)
     if not sample:
         return mean
@@ -139,7 +226,7 @@ def encode_latents(vae: AutoencoderKL, images01: torch.Tensor, enc_cfg: Encoders
 
 
 @torch.no_grad()
-def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, enc_cfg: EncodersConfig,
+def decode_latents(vae: "AutoencoderKL", latents: torch.Tensor, enc_cfg: EncodersConfig,
                    output_range: Optional[str] = None, chunk_size: Optional[int] = 8) -> torch.Tensor:
     """Scaled latents -> images in [0, 1], decoding `chunk_size` frames at a time.
 

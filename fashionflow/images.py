@@ -5,7 +5,7 @@ ignoring its aspect ratio, and converted to float [0, 1]. Every input a user may
 becomes either that tensor or an `ImageLoadError` whose message is one line naming the file
 and the reason:
 
-- missing file, folder, not an image, truncated/corrupt: error.
+- missing file, broken symbolic link, folder, empty file, not an image, truncated/corrupt: error.
 - grayscale, CMYK, palette: converted to RGB. RGBA / LA / palette with transparency:
   composited on white (the studio background of UBC Fashion).
 - 16-bit grayscale: scaled from 0..65535 (PIL's own RGB conversion would clip it to white);
@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fashionflow.utils import list_inputs, unreadable_reason
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 MIN_SIDE = 32
 RESIZE_POLICIES = ("stretch", "crop", "pad")
@@ -41,8 +43,9 @@ class ImageLoadError(ValueError):
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Files with an image extension directly inside `folder`, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Files with an image extension directly inside `folder`, sorted by name; broken symbolic
+    links included (loading them says so), hidden files not (fashionflow.utils.list_inputs)."""
+    return list_inputs(folder, IMAGE_EXTENSIONS)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -93,10 +96,9 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open, decode, apply EXIF orientation and convert to RGB; ImageLoadError with one line otherwise."""
     path = Path(path)
-    if not path.exists():
-        raise ImageLoadError(f"{path}: file not found")
-    if path.is_dir():
-        raise ImageLoadError(f"{path}: is a folder, not an image file")
+    reason = unreadable_reason(path)
+    if reason is not None:
+        raise ImageLoadError(f"{path}: {reason}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -18,7 +18,6 @@ Randomness comes from one generator per video, so a video does not depend on its
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +37,11 @@ from fashionflow.diffusion import default_steps, make_scheduler, sample_video_la
 from fashionflow.encoders import clip_hidden_states, decode_latents, encode_latent_dist, output_range_for
 from fashionflow.images import image_to_tensor, load_image, resize_image, to_rgb
 from fashionflow.models import ImageConditionAdapter, SpaceTimeUNet
+from fashionflow.precision import Precision, autocast, autocast_dtype, tf32, tf32_for
 from fashionflow.utils import atomic_directory
 
 ImageInput = (Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
               | Sequence[Image.Image | np.ndarray | torch.Tensor | str | os.PathLike])
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CONFIG_FILE = "config.yaml"
 
 
@@ -60,19 +59,6 @@ class FashionFlowPipelineOutput(BaseOutput):
 
 
 DEFAULT_FRAMES = 70  # released clip length, when neither num_frames nor poses say otherwise
-
-
-def autocast_dtype(device: torch.device, precision: Precision = "auto") -> Optional[torch.dtype]:
-    """The autocast dtype for a device: bf16 (or fp16 without bf16) on CUDA for "auto", none on CPU."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 class FashionFlowPipeline(DiffusionPipeline):
@@ -146,17 +132,20 @@ class FashionFlowPipeline(DiffusionPipeline):
         return torch.stack(tensors).to(self._execution_device)
 
     @torch.no_grad()
-    def encode_image(self, images01: torch.Tensor, generator=None, precision: Precision = "auto"
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[b, 3, H, W] in [0, 1] -> (frame-0 latent [b, 4, h, w] fp32, context [b, 50, C])."""
+    def encode_image(self, images01: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """[b, 3, H, W] in [0, 1] -> (frame-0 latent [b, 4, h, w] fp32, context [b, 50, C]).
+
+        No autocast, whatever the precision: the released code encoded in fp32, and the frame-0
+        latent is re-imposed after every denoising step, so a bf16-rounded one would offset the
+        whole video (FASHIONFLOW.md, "Sampling"). One image costs little next to the denoising.
+        """
         enc_cfg, device = self.encoders_config, self._execution_device
-        with _autocast(device, autocast_dtype(device, precision)):
-            mean, std = encode_latent_dist(self.vae, images01, enc_cfg)
-            mean, std = mean.float(), std.float()
-            adapter_latent = mean + std * randn_tensor(mean.shape, generator=generator, device=device)
-            first_frame = mean + std * randn_tensor(mean.shape, generator=generator, device=device)
-            hidden = clip_hidden_states(self.image_encoder, self.feature_extractor, images01, enc_cfg.preprocessing)
-            context = self.adapter(hidden.to(self.adapter.dtype), adapter_latent.to(self.adapter.dtype))
+        mean, std = encode_latent_dist(self.vae, images01, enc_cfg)
+        mean, std = mean.float(), std.float()
+        adapter_latent = mean + std * randn_tensor(mean.shape, generator=generator, device=device)
+        first_frame = mean + std * randn_tensor(mean.shape, generator=generator, device=device)
+        hidden = clip_hidden_states(self.image_encoder, self.feature_extractor, images01, enc_cfg.preprocessing)
+        context = self.adapter(hidden.to(self.adapter.dtype), adapter_latent.to(self.adapter.dtype))
         return first_frame, context
 
     def pose_inputs(self, poses, images01: torch.Tensor, num_frames: int, align: bool = True,
@@ -198,9 +187,23 @@ class FashionFlowPipeline(DiffusionPipeline):
     def decode(self, latents: torch.Tensor, decode_chunk_size: int = 8, precision: Precision = "auto") -> torch.Tensor:
         """[b, c, f, h, w] -> float [b, f, 3, H, W] in [0, 1]."""
         device = self._execution_device
-        with _autocast(device, autocast_dtype(device, precision)):
+        with tf32(tf32_for(precision)), autocast(device, autocast_dtype(device, precision)):
             return decode_latents(self.vae, latents, self.encoders_config, self.config.output_range,
                                   decode_chunk_size)
+
+    def compile_models(self, components: Sequence[str] = ("unet", "vae"), mode: Optional[str] = None,
+                       backend: str = "inductor") -> "FashionFlowPipeline":
+        """`torch.compile` the U-Net and/or the VAE decoder in place (`nn.Module.compile`: weights
+        and state-dict names unchanged, so the pipeline still saves and loads). mode: e.g.
+        "max-autotune" (inductor only); backend: "inductor", or "eager" / "aot_eager" to check
+        that the models trace without paying for code generation."""
+        options = {"backend": backend, **({"mode": mode} if mode is not None else {})}
+        targets = {"unet": lambda: self.unet, "vae": lambda: self.vae.decoder}
+        for name in components:
+            if name not in targets:
+                raise ValueError(f"cannot compile {name!r}: choose from {', '.join(targets)}")
+            targets[name]().compile(**options)
+        return self
 
     # --- the whole thing ----------------------------------------------------------------
 
@@ -237,13 +240,14 @@ class FashionFlowPipeline(DiffusionPipeline):
         steps = num_inference_steps or default_steps(self.scheduler)
         device = self._execution_device
 
-        first_frame, context = self.encode_image(images01, generator, precision)
+        first_frame, context = self.encode_image(images01, generator)
         conditions, used_poses, reference_poses = self.pose_inputs(poses, images01, num_frames, align, pose_aspect)
-        latents = sample_video_latents(self.unet, self.scheduler, context, first_frame, num_frames, steps,
-                                       guidance_scale=guidance_scale, generator=generator,
-                                       autocast_dtype=autocast_dtype(device, precision),
-                                       progress=self.progress_bar, init_strength=init_strength,
-                                       conditions=conditions)
+        with tf32(tf32_for(precision)):
+            latents = sample_video_latents(self.unet, self.scheduler, context, first_frame, num_frames, steps,
+                                           guidance_scale=guidance_scale, generator=generator,
+                                           autocast_dtype=autocast_dtype(device, precision),
+                                           progress=self.progress_bar, init_strength=init_strength,
+                                           conditions=conditions)
         if output_type == "latent":
             frames = latents
         else:

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes and logging to stderr."""
+"""Small shared helpers: atomic file writes, and the listing and checking of input files."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 
 def _umask() -> int:
@@ -64,3 +65,29 @@ def atomic_directory(path: str | os.PathLike):
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def list_inputs(folder: str | os.PathLike, extensions: tuple[str, ...]) -> list[Path]:
+    """Entries directly inside `folder` whose name ends in one of `extensions` (any case), sorted.
+
+    Files, and also broken symbolic links, so that reading them reports the link rather than the
+    entry vanishing from the count. Folders and hidden names (the temporary files of atomic
+    writes and downloads in progress) are left out.
+    """
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.suffix.lower() in extensions and not p.name.startswith(".")
+                  and (p.is_file() or (p.is_symlink() and not p.exists())))
+
+
+def unreadable_reason(path: str | os.PathLike) -> Optional[str]:
+    """Why `path` is no file to read, in a few words, or None when it is a non-empty file."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    if not path.exists():
+        return "file not found"
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    return None

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fashionflow.utils import list_inputs, unreadable_reason
+
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
 
 
@@ -21,11 +23,10 @@ class VideoReadError(RuntimeError):
 
 
 def list_videos(folder: str | os.PathLike) -> list[Path]:
-    """Video files directly inside `folder` (sorted by name; hidden files, e.g. the temporary
-    files of atomic writes and downloads in progress, are not videos)."""
-    folder = Path(folder)
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))
+    """Video files directly inside `folder`, sorted by name; broken symbolic links included (reading
+    them says so), hidden files not: the temporary files of atomic writes and downloads in
+    progress are not videos (fashionflow.utils.list_inputs)."""
+    return list_inputs(folder, VIDEO_EXTENSIONS)
 
 
 def read_video(path: str | os.PathLike, start: int = 0, num_frames: int | None = None) -> tuple[np.ndarray, float]:
@@ -35,10 +36,9 @@ def read_video(path: str | os.PathLike, start: int = 0, num_frames: int | None =
     file when it is missing, cannot be decoded, or has fewer frames than asked for.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VideoReadError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise VideoReadError(f"{path}: empty file (0 bytes)")
+    reason = unreadable_reason(path)
+    if reason is not None:
+        raise VideoReadError(f"{path}: {reason}")
     frames, fps = _read_opencv(path, start, num_frames)
     if frames is None:
         frames, fps = _read_imageio(path, start, num_frames)

@@ -23,6 +23,22 @@ def _few_threads():
 
 @pytest.fixture
 def fixtures_dir():
+    """Real UBC Fashion media (videos, photos; research use, not redistributed with the code) in
+    ../shared/fixtures beside the repository. Only tests of real media need it; without it
+    they skip, naming the folder."""
     if not FIXTURES.is_dir():
-        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+        pytest.skip(f"needs real UBC Fashion media in {FIXTURES} (folder not found)")
     return FIXTURES
+
+
+@pytest.fixture
+def restore_library_logging():
+    """inference.main quiets diffusers/transformers for the console; give other tests their defaults back."""
+    import diffusers
+    import transformers
+
+    levels = [library.utils.logging.get_verbosity() for library in (diffusers, transformers)]
+    yield
+    for library, level in zip((diffusers, transformers), levels):
+        library.utils.logging.set_verbosity(level)
+        library.utils.logging.enable_progress_bar()

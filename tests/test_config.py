@@ -3,7 +3,7 @@ import yaml
 
 from fashionflow.config import ConfigError, config_to_dict, config_to_yaml, load_config
 
-PRESETS = ["configs/fashionflow.yaml", "configs/fashionflow_paper.yaml", "configs/tiny.yaml"]
+PRESETS = ["configs/fashionflow.yaml", "configs/fashionflow_paper.yaml", "configs/tiny.yaml", "configs/trial.yaml"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)

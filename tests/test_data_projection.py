@@ -83,7 +83,8 @@ def write_video(path, frames, fps, **codec):
 X264 = dict(codec="libx264", pixelformat="yuv420p")
 GOOD = ["odd+size-1.mp4", "clip two.mov", "c.webm", "d.avi", "truncated_playable.mp4"]
 BAD = {"empty.mp4": "empty file (0 bytes)", "notes.mp4": "cannot open as a video",
-       "truncated.mp4": "cannot open as a video", "short.mp4": "5 decodable frames, a clip needs 8 (data.num_frames)"}
+       "truncated.mp4": "cannot open as a video", "short.mp4": "5 decodable frames, a clip needs 8 (data.num_frames)",
+       "gone.mp4": "broken symbolic link (its target "}
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,7 @@ def videos(tmp_path_factory):
     (folder / "empty.mp4").write_bytes(b"")
     (folder / "notes.mp4").write_text("not a video, just text\n")
     (folder / ".partial.abc.tmp.mp4").write_bytes(b"a download in progress, not a video")
+    os.symlink(folder / "deleted_original.mp4", folder / "gone.mp4")  # a dangling link
     return folder
 
 

@@ -1,6 +1,16 @@
-"""Frozen encoders: loading (tiny models through the real path), preprocessings, scaling, errors."""
+"""Frozen encoders: loading (tiny models through the real path), preprocessings, scaling, errors,
+and the offline-first lookup (local folder, Hugging Face cache, one bounded hub probe)."""
 
+import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +118,118 @@ def test_missing_weights_name_the_model_the_download_and_the_key(tmp_path):
     message = str(error.value)
     assert "CLIP" in message and "hf download openai/clip-vit-base-patch32" in message
     assert "encoders.image_encoder=" in message and "\n" not in message
+
+
+def test_hf_hub_offline_fails_at_once_naming_the_setting():
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and E.hub_offline()  # tests/conftest.py
+    began = time.perf_counter()
+    with pytest.raises(E.MissingWeightsError) as error:
+        E.load_vae(EncodersConfig(vae="fashionflow-test/not-cached"))
+    assert time.perf_counter() - began < 3
+    assert ("not found at 'fashionflow-test/not-cached/vae': not a local folder nor in the Hugging Face cache"
+            in str(error.value))
+    assert "and HF_HUB_OFFLINE is set. Download it where there is network with `hf download" in str(error.value)
+
+
+# --- without HF_HUB_OFFLINE: each scenario in a fresh process (huggingface_hub reads HF_ENDPOINT,
+# HF_HOME and HF_HUB_OFFLINE on import); it times the loads, not its own start.
+
+CHILD = """
+import json, sys, time
+import huggingface_hub
+if any(name == "cached" for name, *_ in json.loads(sys.argv[1])):
+    from diffusers import AutoencoderKL  # imported before the clock starts, as it is once a model loads
+from fashionflow.config import EncodersConfig
+from fashionflow.encoders import MissingWeightsError, load_image_encoder, load_vae
+for name, load, source, subfolder in json.loads(sys.argv[1]):
+    began = time.perf_counter()
+    try:
+        loader = load_vae if load == "vae" else load_image_encoder
+        loader(EncodersConfig(vae=source, vae_subfolder=subfolder, image_encoder=source))
+        error = None
+    except MissingWeightsError as caught:
+        error = str(caught)
+    print(json.dumps({"name": name, "seconds": time.perf_counter() - began, "error": error}), flush=True)
+"""
+
+
+def start_child(endpoint, hf_home, scenarios):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+               OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(scenarios)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def child_results(process):
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err
+    return {r["name"]: r for r in map(json.loads, out.splitlines())}
+
+
+def cache_vae(hf_home, repo_id):
+    """A tiny VAE under `vae/` of `repo_id` in the Hugging Face cache layout, as `hf download` leaves it."""
+    from fashionflow.testing import build_tiny_vae
+
+    repo = Path(hf_home) / "hub" / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    build_tiny_vae().save_pretrained(repo / "snapshots" / commit / "vae")
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def refused_endpoint():
+    with socket.socket() as sock:  # a port nothing listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class HubStandIn(BaseHTTPRequestHandler):
+    """Answers 404 to everything, except that requests for fashionflow-test/silent get no answer."""
+
+    release = threading.Event()
+
+    def do_HEAD(self):
+        if "/fashionflow-test/silent/" in self.path:
+            self.release.wait(30)  # a firewall that drops the packets
+            return
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD
+
+    def log_message(self, *args):
+        pass
+
+
+def test_without_network_a_hub_id_fails_fast_and_a_cached_one_loads(tmp_path):
+    cache_vae(tmp_path / "hf", "fashionflow-test/cached")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HubStandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        refused = start_child(refused_endpoint(), tmp_path / "hf", [
+            ("vae", "vae", "CompVis/stable-diffusion-v1-4", "vae"),
+            ("clip", "clip", "openai/clip-vit-base-patch32", None),
+            ("cached", "vae", "fashionflow-test/cached", "vae")])
+        silent = start_child(f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "hf_empty", [
+            ("silent", "vae", "fashionflow-test/silent", None),
+            ("absent", "vae", "fashionflow-test/absent", "vae")])
+        offline, answering = child_results(refused), child_results(silent)
+    finally:
+        HubStandIn.release.set()
+        server.shutdown()
+    for result in (*offline.values(), *answering.values()):
+        assert result["seconds"] < 3, result
+    nowhere = f"not a local folder nor in the Hugging Face cache ({tmp_path / 'hf' / 'hub'}), and the hub"
+    assert offline["vae"]["error"].startswith(
+        "VAE (Stable Diffusion v1-4 AutoencoderKL) not found at 'CompVis/stable-diffusion-v1-4/vae': " + nowhere)
+    assert "cannot be reached (ConnectError" in offline["vae"]["error"]
+    assert offline["vae"]["error"].endswith("then set encoders.vae=weights/stable-diffusion-v1-4 "
+                                            "(with encoders.vae_subfolder=vae).")
+    assert "CLIP image encoder" in offline["clip"]["error"] and "cannot be reached" in offline["clip"]["error"]
+    assert "encoders.image_encoder=weights/clip-vit-base-patch32" in offline["clip"]["error"]
+    assert offline["cached"]["error"] is None  # from the cache, without the network
+    assert "did not answer within 2 s. Download it" in answering["silent"]["error"], answering["silent"]["error"]
+    assert "has no fashionflow-test/absent/vae/config.json (" in answering["absent"]["error"]
+    assert all("\n" not in r["error"] for r in (offline["vae"], offline["clip"], *answering.values()))

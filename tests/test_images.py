@@ -1,5 +1,6 @@
 """User images: every kind of bad or unusual input gives the right tensor or one clear error line."""
 
+import os
 import random
 
 import numpy as np
@@ -128,10 +129,26 @@ def test_aspect_ratio_policies_give_the_target_size(policy, tmp_path):
         resize_image(Image.fromarray(wide), H, W, "zoom")
 
 
-def test_listing_and_video_frames(tmp_path, fixtures_dir):
-    for name in ("b.png", "a.JPG", "c.txt"):
+def test_listing_keeps_broken_links_and_leaves_out_folders_and_hidden_files(tmp_path):
+    for name in ("b.png", "a.JPG", "c.txt", ".b.x1y2.tmp.png"):
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png"]
+    (tmp_path / "album.png").mkdir()
+    os.symlink(tmp_path / "a.JPG", tmp_path / "link.png")
+    os.symlink(tmp_path / "deleted.png", tmp_path / "dangling.png")
+    assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png", "dangling.png", "link.png"]
+
+
+def test_broken_links_and_empty_files_get_their_own_reasons(tmp_path):
+    os.symlink(tmp_path / "deleted.png", tmp_path / "dangling.png")
+    assert error_line(tmp_path / "dangling.png") == (
+        f"{tmp_path / 'dangling.png'}: broken symbolic link (its target {tmp_path / 'deleted.png'} does not exist)")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert error_line(tmp_path / "empty.jpg") == f"{tmp_path / 'empty.jpg'}: empty file (0 bytes)"
+    os.symlink(tmp_path / "empty.jpg", tmp_path / "link_to_empty.jpg")
+    assert error_line(tmp_path / "link_to_empty.jpg").endswith(": empty file (0 bytes)")
+
+
+def test_frame_of_a_real_video(fixtures_dir):
     frame, index = random_video_frame(fixtures_dir / "ubc_test_91BjuE6irxS.mp4", random.Random(0))
     assert 0 <= index <= 171 and frame.shape == (540, 414, 3) and frame.dtype == np.uint8
     check(frame_to_tensor(frame, H, W))

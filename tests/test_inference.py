@@ -16,17 +16,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 import inference  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _restore_library_logging():
-    """inference.main quiets diffusers/transformers for the console; give other tests their defaults back."""
-    import diffusers
-    import transformers
-
-    levels = [library.utils.logging.get_verbosity() for library in (diffusers, transformers)]
-    yield
-    for library, level in zip((diffusers, transformers), levels):
-        library.utils.logging.set_verbosity(level)
-        library.utils.logging.enable_progress_bar()
+pytestmark = pytest.mark.usefixtures("restore_library_logging")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +39,8 @@ def test_images_in_videos_out_and_bad_inputs_reported(checkpoint, tmp_path, caps
     photo(inputs / "dress.png")
     (inputs / "broken.jpg").write_text("not an image")
     photo(inputs / "speck.png", size=(8, 8))
+    (inputs / "empty.png").write_bytes(b"")
+    (inputs / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")  # a dangling link
     out = tmp_path / "result"
     args = ["--checkpoint", str(checkpoint), "--image", str(inputs), str(tmp_path / "missing.jpg"),
             "--frames", "2", "--fps", "8", "--output-dir", str(out)]
@@ -58,7 +50,10 @@ def test_images_in_videos_out_and_bad_inputs_reported(checkpoint, tmp_path, caps
     assert any(line.startswith(str(inputs / "broken.jpg")) and "not an image" in line for line in errors)
     assert any(line.startswith(str(inputs / "speck.png")) and "too small" in line for line in errors)
     assert any(line.startswith(str(tmp_path / "missing.jpg")) and "not found" in line for line in errors)
-    assert f"in {out}/" in captured.out and "s per video" in captured.out and "3 failed" in captured.out
+    assert f"{inputs / 'empty.png'}: empty file (0 bytes)" in errors
+    assert f"{inputs / 'gone.jpg'}: broken symbolic link (its target {tmp_path / 'deleted.jpg'} does not exist)" in errors
+    assert captured.out.startswith("6 input(s)")  # 5 entries of the folder (the link among them) + missing.jpg
+    assert f"in {out}/" in captured.out and "s per video" in captured.out and "5 failed" in captured.out
 
     frames, fps = read_video(out / "dress_0.mp4")
     assert frames.shape == (2, 128, 128, 3) and fps == pytest.approx(8)

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,6 +225,7 @@ def test_evaluate_cli_on_paired_metrics_and_a_broken_file(tmp_path, capsys):
         write_mp4(tmp_path / "real" / f"{name}.mp4", real, quality=10)
         write_mp4(tmp_path / "gen" / f"{name}.mp4", real if name == "a" else 255 - real, quality=10)
     (tmp_path / "gen" / "broken.mp4").write_bytes(b"not a video")
+    (tmp_path / "gen" / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")  # a dangling link
     (tmp_path / "gen" / "lonely.mp4").write_bytes((tmp_path / "gen" / "a.mp4").read_bytes())
     (tmp_path / "gen" / "b_1.mp4").write_bytes((tmp_path / "gen" / "b.mp4").read_bytes())  # inference.py's NAME_K
     code = main(["--generated", str(tmp_path / "gen"), "--real", str(tmp_path / "real"), "--metrics", "ssim,psnr",
@@ -233,7 +235,9 @@ def test_evaluate_cli_on_paired_metrics_and_a_broken_file(tmp_path, capsys):
     ssim = result["metrics"]["ssim"]
     assert ssim["generated_videos"] == 3 and ssim["real_videos"] == 2 and ssim["generated_samples"] == 18
     assert ssim["per_video"]["a"] > 0.9 > ssim["per_video"]["b"] == ssim["per_video"]["b_1"]
-    assert [s["path"].endswith("broken.mp4") for s in result["skipped"]] == [True]
+    assert [Path(s["path"]).name for s in result["skipped"]] == ["broken.mp4", "gone.mp4"]
+    assert result["skipped"][1]["reason"].endswith("broken symbolic link (its target "
+                                                   f"{tmp_path / 'deleted.mp4'} does not exist)")
     err = capsys.readouterr().err
     assert "broken.mp4" in err and "no real video named lonely" in err and "only 3 video pairs" in err
     assert "| psnr |" in (tmp_path / "out" / "metrics.md").read_text()

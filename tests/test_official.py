@@ -1,6 +1,8 @@
 """The released checkpoint layout: mapping, loading, conversion, and equivalence to a network
 written in the released formulation (benchmarks/released_reference.py)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,13 +11,11 @@ from fashionflow.models import ImageConditionAdapter, SpaceTimeUNet
 from fashionflow.official import CheckpointMismatchError, load_official_checkpoint, load_official_state
 
 
-def released_keys():
-    from conftest import SHARED
+KEYS = Path(__file__).resolve().parent / "data" / "official_checkpoint_keys.tsv"  # tests/data/README.md
 
-    path = SHARED / "reference" / "official_checkpoint_keys.tsv"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+
+def released_keys():
+    rows = [line.split("\t") for line in KEYS.read_text().splitlines()[1:]]
     return [(module, key, tuple(int(n) for n in shape.split("x"))) for module, key, shape in rows]
 
 
@@ -60,6 +60,23 @@ def test_loaded_model_equals_released_formulation(synthetic_checkpoint):
         torch.testing.assert_close(adapter(clip, latent), context_ref, rtol=1e-6, atol=1e-6)
         expected, ours = reference(x, context_ref, t), unet(x, t, context_ref)
     assert ((ours - expected).norm() / expected.norm()).item() < 1e-5
+
+
+def test_forward_makes_every_tensor_on_the_inputs_device():
+    """On the meta device nothing is computed, and a tensor made on the CPU inside forward (an
+    arange or tensor() without device=) fails to mix with the inputs, as it would on CUDA."""
+    from benchmarks.released_reference import EmbeddingAdapter, SpaceTimeUnet
+
+    with torch.device("meta"):
+        reference, reference_adapter = SpaceTimeUnet(), EmbeddingAdapter()
+        unet, adapter = SpaceTimeUNet(), ImageConditionAdapter()
+        x, t = torch.randn(1, 4, 70, 80, 64), torch.tensor([500.0])  # the paper size
+        clip, latent = torch.randn(1, 50, 768), torch.randn(1, 4, 80, 64)
+    with torch.no_grad():
+        context = reference_adapter(clip, latent)
+        assert adapter(clip, latent).device.type == "meta"
+        assert reference(x, context, t).shape == unet(x, t, context).shape == (1, 4, 70, 80, 64)
+        assert unet(x, t, context).device.type == "meta"
 
 
 def test_convert_and_round_trip(synthetic_checkpoint, tmp_path, capsys):

@@ -146,3 +146,22 @@ def test_assemble_builds_a_pipeline_folder_from_converted_weights(tmp_path, caps
     save_config(cfg, converted / "config.yaml")
     direct, _ = load_pipeline(converted, sampler="ddim")
     assert type(direct.scheduler).__name__ == "DDIMScheduler" and direct.image_size == (128, 128)
+
+
+def test_compile_models_compiles_the_vae_decoder_in_place(pipe):
+    """`compile_models` with the cheap "eager" backend (dynamo traces, no code generation): the
+    decoder gives the same frames and keeps its state-dict names (the pipeline still saves)."""
+    import torch._dynamo
+
+    latents = torch.randn(1, 4, 2, 16, 16, generator=torch.Generator().manual_seed(0))
+    expected = pipe.decode(latents)
+    names = list(pipe.vae.state_dict())
+    torch._dynamo.utils.counters.clear()
+    try:
+        pipe.compile_models(["vae"], backend="eager")
+        torch.testing.assert_close(pipe.decode(latents), expected, rtol=1e-5, atol=1e-6)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1 and list(pipe.vae.state_dict()) == names
+    finally:
+        pipe.vae.decoder._compiled_call_impl = None  # back to eager for the other tests
+    with pytest.raises(ValueError, match="cannot compile 'clip'"):
+        pipe.compile_models(["clip"])

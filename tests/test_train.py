@@ -5,6 +5,7 @@ encoders (so checkpoints are complete pipeline folders and previews render).
 """
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -212,12 +213,14 @@ def test_two_process_gloo_run_under_torchrun(setup, tmp_path):
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "train.py"), "--config", str(ROOT / "configs/tiny.yaml"), "--latents", str(setup[1]),
-               "--output-dir", str(run), "--device", "cpu", *setup[0], "train.max_steps=2", "train.batch_size=1"]
+               "--output-dir", str(run), "--device", "cpu", *setup[0], "train.max_steps=2", "train.batch_size=1",
+               "train.sample_every=1", "train.sample_steps=1"]  # rank 0 previews while rank 1 waits
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 for r in records)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000001.mp4", "step-0000002.mp4"]
     state = ckpt.read_state(run / "checkpoints" / "step-0000002")
     assert state["world_size"] == 2 and state["num_rng_states"] == 2 and state["samples_seen"] == 4
     rng = torch.load(run / "checkpoints/step-0000002/training/rng.pt", weights_only=True)
@@ -266,3 +269,122 @@ def test_tensorboard_gets_loss_lr_grad_norm_throughput_and_previews(straight_run
     assert [lr for _, lr in tags["train/lr"]] == pytest.approx([0.0, 5e-5, 1e-4, 1e-4])  # 2 warmup steps
     assert all(v > 0 for _, v in tags["train/grad_norm"] + tags["train/samples_per_s"])
     assert tags["preview/conditioning_image"] == [(4, "image")] and tags["preview/frames"] == [(4, "image")]
+
+
+# ------------------------------------------------------------------------ precision, compile, learning
+
+def records_of(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_bf16_training_step_on_cpu_matches_fp32(setup, tmp_path):
+    fp32 = train(tiny_cfg(setup, "train.max_steps=2", "train.checkpoint_every=100"), setup[1], tmp_path / "fp32")
+    bf16 = train(tiny_cfg(setup, "train.max_steps=2", "train.checkpoint_every=100", "train.mixed_precision=bf16"),
+                 setup[1], tmp_path / "bf16")
+    for step in (1, 2):  # the same inputs (step-derived draws), bf16 compute
+        assert math.isfinite(bf16.losses[step]) and bf16.losses[step] != fp32.losses[step]
+        assert bf16.losses[step] == pytest.approx(fp32.losses[step], rel=0.05)
+    weights = ckpt.load_weights(tmp_path / "bf16/checkpoints/step-0000002/unet")
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())
+
+
+class SmallScaleGradScaler(torch.amp.GradScaler):
+    """A loss scale of 16, so fp16 gradients of the tiny model never overflow on their own."""
+
+    def __init__(self, device: str = "cuda", init_scale: float = 16.0, **kwargs):
+        super().__init__(device, init_scale=init_scale, **kwargs)
+
+
+def test_fp16_step_skipped_by_the_scaler_advances_neither_lr_schedule_nor_ema(setup, tmp_path, monkeypatch):
+    real_loss, calls = loop.diffusion_loss, {"n": 0}
+
+    def loss_with_inf_gradients_at_step_2(*args, **kwargs):
+        calls["n"] += 1
+        value = real_loss(*args, **kwargs)
+        if calls["n"] == 2:
+            value.register_hook(lambda grad: grad * float("inf"))  # finite loss, inf/NaN gradients
+        return value
+
+    monkeypatch.setattr(loop, "diffusion_loss", loss_with_inf_gradients_at_step_2)
+    monkeypatch.setattr(torch.amp, "GradScaler", SmallScaleGradScaler)
+    cfg = tiny_cfg(setup, "train.mixed_precision=fp16", "train.warmup_steps=4", "train.ema_decay=0.9",
+                   "train.checkpoint_every=1", "train.keep_last=4")
+    train(cfg, setup[1], tmp_path)
+    records = records_of(tmp_path)
+    assert [r["skipped"] for r in records] == [False, True, False, False]
+    assert [r["loss_scale"] for r in records] == [16.0, 16.0, 8.0, 8.0]  # backed off after the skip
+    assert [r["lr"] for r in records] == pytest.approx([0.0, 2.5e-5, 2.5e-5, 5e-5])  # warmup paused at step 2
+    raw = [ckpt.load_weights(ckpt.checkpoint_path(tmp_path, s) / "training/unet") for s in (1, 2, 3)]
+    assert all(torch.equal(raw[0][k], raw[1][k]) for k in raw[0])  # the skipped step changed nothing
+    assert any(not torch.equal(raw[1][k], raw[2][k]) for k in raw[1])
+    assert ckpt.read_state(ckpt.checkpoint_path(tmp_path, 4))["ema"]["optimization_step"] == 3
+
+
+def test_train_compile_traces_the_unet_and_gives_the_eager_losses(setup, tmp_path):
+    """torch.compile with the "eager" backend: dynamo traces the U-Net (graph capture, guards)
+    without generating code, so the CPU test stays cheap; a one-level U-Net keeps tracing short."""
+    import torch._dynamo
+
+    small = ["model.dim_mults=[1]", "model.resnet_depths=[1]", "model.self_attention=[true]",
+             "model.temporal_compression=[true]", "model.cross_attention_heads=[1]", "train.max_steps=2",
+             "train.checkpoint_every=100"]
+    eager = train(tiny_cfg(setup, *small), setup[1], tmp_path / "eager")
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = train(tiny_cfg(setup, *small, "train.compile=true", "train.compile_backend=eager"), setup[1],
+                     tmp_path / "compiled")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-5)
+    with pytest.raises(Exception, match="compile_mode='max-autotune' needs train.compile_backend=inductor"):
+        tiny_cfg(setup, "train.compile_mode=max-autotune", "train.compile_backend=eager")
+
+
+def test_training_learns_to_denoise_one_clip(setup, tmp_path):
+    """Overfitting one clip for 30 steps: the loss (summed over 8 frames; ~7 at the start) falls
+    clearly. Each step draws another timestep, so losses are compared over 10 steps."""
+    one_clip = write_clips(tmp_path / "one", tiny_cfg(setup), count=1)
+    result = train(tiny_cfg(setup, "train.batch_size=1", "train.max_steps=30", "train.lr=1e-2",
+                            "train.checkpoint_every=100"), one_clip, tmp_path / "run")
+    losses = [result.losses[step] for step in range(1, 31)]
+    assert all(math.isfinite(v) for v in losses)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.75 * first, (first, last)
+
+
+def test_deterministic_switch_trains_and_is_undone(setup, tmp_path):
+    result = train(tiny_cfg(setup, "train.deterministic=true", "train.tf32=true", "train.max_steps=1",
+                            "train.checkpoint_every=100"), setup[1], tmp_path)
+    assert math.isfinite(result.losses[1])
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cuda.matmul.allow_tf32
+
+
+WAIT_SCRIPT = """
+import sys, time, torch, torch.distributed as dist
+from fashionflow.distributed import init_distributed, wait_for_main
+ctx = init_distributed("cpu", timeout_minutes=1 / 60)  # collectives time out after 1 s
+value = torch.ones(1)
+if ctx.rank == 0:
+    time.sleep(2.5)  # rank 0 alone: a slow preview
+wait_for_main(ctx)
+dist.all_reduce(value)
+print(f"rank {ctx.rank}: all-reduce after the wait gave {value.item():.0f}", flush=True)
+if ctx.rank == 0:
+    time.sleep(2.5)  # the same without the wait: rank 1 times out in the all-reduce
+try:
+    dist.all_reduce(value)
+    print(f"rank {ctx.rank}: no timeout", flush=True)
+except RuntimeError:
+    print(f"rank {ctx.rank}: timed out", flush=True)
+sys.stdout.flush()
+"""
+
+
+def test_other_ranks_wait_for_a_slow_rank_zero_beyond_the_collective_timeout(tmp_path):
+    script = tmp_path / "wait.py"
+    script.write_text(WAIT_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    out = done.stdout + done.stderr
+    assert "rank 0: all-reduce after the wait gave 2" in out and "rank 1: all-reduce after the wait gave 2" in out, out
+    assert "rank 1: timed out" in out, out  # the control: without wait_for_main the 1 s timeout hits

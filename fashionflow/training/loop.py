@@ -9,11 +9,14 @@ One optimiser step = `grad_accum_steps` micro-batches of `batch_size` clips on e
    the pose-dropout mask (the clip's skeletons are rendered from its stored keypoints);
 3. adapter(CLIP tokens, image latent) -> context; loss = diffusion_loss (frame 0 kept clean);
 4. all-reduce the loss; stop on a non-finite value before the optimiser touches the weights;
-5. clip, AdamW step, LR schedule, EMA; log, preview and checkpoint on schedule.
+5. clip, AdamW step, LR schedule, EMA (with fp16 loss scaling, a step the scaler skips for
+   inf/NaN gradients advances neither the schedule nor the EMA); log, preview and checkpoint
+   on schedule.
 
 Nothing random depends on process-global RNG state, so rerunning the same command resumes
 from the latest checkpoint and reproduces the uninterrupted run's losses bitwise (same world
-size and device type).
+size and device type; on CUDA some backward kernels sum in a varying order unless
+`train.deterministic` is set: README, "Training").
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from torch.utils.data import DataLoader
 from fashionflow.config import FashionFlowConfig, config_to_dict, config_to_yaml, save_config
 from fashionflow.diffusion import diffusion_loss, make_scheduler, null_context
 from fashionflow.distributed import (DistributedContext, barrier, all_reduce_mean, broadcast_from_main,
-                                     derive_seed, gather_to_main, init_distributed, log, seed_rank)
+                                     derive_seed, gather_to_main, init_distributed, log, seed_rank, wait_for_main)
 from fashionflow.models import base_model_config, build_models, load_base_weights
+from fashionflow.precision import autocast, deterministic, tf32
 from fashionflow.training import checkpoint as ckpt
 from fashionflow.training.ema import ModelEMA
 from fashionflow.training.optim import build_lr_scheduler, build_optimizer
@@ -70,9 +74,9 @@ class DenoisingLoss(nn.Module):
     with the pose guider (keywords): pose [b, 3, f, H, W] skeleton images, pose_mask [b] bool.
     """
 
-    def __init__(self, unet, adapter, scheduler, diffusion_cfg, compile_unet: bool = False):
+    def __init__(self, unet, adapter, scheduler, diffusion_cfg, compile_options: Optional[dict] = None):
         super().__init__()
-        self.unet = torch.compile(unet) if compile_unet else unet
+        self.unet = torch.compile(unet, **compile_options) if compile_options is not None else unet
         self.adapter = adapter
         self.scheduler, self.diffusion_cfg = scheduler, diffusion_cfg
 
@@ -122,11 +126,14 @@ def draw_pose_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Gener
     return {"pose": pose, "pose_mask": pose_mask}
 
 
-def _autocast(cfg: FashionFlowConfig, device: torch.device):
-    if device.type != "cuda" or cfg.train.mixed_precision == "no":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+MIXED_PRECISION = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def compile_options(t) -> Optional[dict]:
+    """`torch.compile` keyword arguments from `train.compile*`, or None when not compiling."""
+    if not t.compile:
+        return None
+    return {"backend": t.compile_backend, **({"mode": t.compile_mode} if t.compile_mode else {})}
 
 
 def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig) -> list[str]:
@@ -211,15 +218,22 @@ def build_parts(cfg: FashionFlowConfig, unet, adapter, end_step: int, device: to
     if t.gradient_checkpointing or cfg.model.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     optimizer = build_optimizer(list(unet.parameters()) + list(adapter.parameters()), t)
-    use_scaler = t.mixed_precision == "fp16" and device.type == "cuda"
     return TrainingParts(unet, adapter, optimizer, build_lr_scheduler(optimizer, t, end_step),
-                         torch.amp.GradScaler("cuda") if use_scaler else None,
+                         torch.amp.GradScaler(device.type) if t.mixed_precision == "fp16" else None,
                          ModelEMA({"unet": unet, "adapter": adapter}, t.ema_decay) if t.ema_decay is not None else None)
 
 
 def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, *, init: str | Path | None = None,
           ctx: Optional[DistributedContext] = None, dry_run: bool = False) -> TrainResult:
-    """Train (or resume) into `run_dir`; see the module docstring. Returns the losses it computed."""
+    """Train (or resume) into `run_dir`; see the module docstring. Returns the losses it computed.
+
+    `train.tf32` and `train.deterministic` hold for the whole run and are undone afterwards.
+    """
+    with tf32(True if cfg.train.tf32 else None), deterministic(cfg.train.deterministic):
+        return _train(cfg, latents_dir, run_dir, init=init, ctx=ctx, dry_run=dry_run)
+
+
+def _train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, *, init, ctx, dry_run) -> TrainResult:
     from fashionflow.data import LatentClipDataset
     from fashionflow.training.preview import PreviewMaker
 
@@ -254,7 +268,7 @@ def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, 
     preview = PreviewMaker(cfg, dataset, run_dir, ctx) if ctx.is_main else None
     barrier(ctx)
 
-    model = DenoisingLoss(unet, adapter, make_scheduler(cfg.diffusion), cfg.diffusion, compile_unet=t.compile)
+    model = DenoisingLoss(unet, adapter, make_scheduler(cfg.diffusion), cfg.diffusion, compile_options(t))
     if ctx.is_distributed:
         model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                                         broadcast_buffers=False)
@@ -272,22 +286,24 @@ def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, 
         loss = _accumulate_gradients(model, batches, cfg, step, parts.grad_scaler, ctx)
         if not math.isfinite(loss):
             raise NonFiniteLossError(step + 1, "loss", loss, result.last_checkpoint)
-        lr, grad_norm = _apply_gradients(parts, cfg.train.grad_clip, step, result.last_checkpoint)
+        lr, grad_norm, scaler_state = _apply_gradients(parts, cfg.train.grad_clip, step, result.last_checkpoint)
 
         done = step + 1
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         now = time.perf_counter()
         record = {"step": done, "epoch": order.epoch_of_step(done), "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                  "samples_per_s": order.items_per_step / max(now - clock, 1e-9)}  # over all ranks
+                  "samples_per_s": order.items_per_step / max(now - clock, 1e-9), **scaler_state}  # over all ranks
         clock = now
         result.losses[done], result.final_step = loss, done
         if ctx.is_main:
             _log_step(run_dir, record, end_step, t.log_every, writer, progress)
-            if t.sample_every and done % t.sample_every == 0:
+        if t.sample_every and done % t.sample_every == 0:
+            if ctx.is_main:
                 with parts.ema.averaged_weights() if parts.ema is not None else contextlib.nullcontext():
                     preview.make(unet, adapter, done, writer)
-                clock = time.perf_counter()  # previews are not training time
+            wait_for_main(ctx)  # the other ranks wait here, not in the next NCCL all-reduce
+            clock = time.perf_counter()  # previews are not training time
         if done % t.checkpoint_every == 0 or done == end_step:
             result.last_checkpoint = _save(run_dir, done, record["epoch"], order, cfg, parts, preview, ctx)
             clock = time.perf_counter()
@@ -324,7 +340,7 @@ def _accumulate_gradients(model, batches, cfg: FashionFlowConfig, step: int, gra
         conditions = draw_pose_inputs(batch, cfg, generator, ctx.device)  # after the draws above
         last = micro == t.grad_accum_steps - 1
         with model.no_sync() if ctx.is_distributed and not last else contextlib.nullcontext():
-            with _autocast(cfg, ctx.device):
+            with autocast(ctx.device, MIXED_PRECISION[t.mixed_precision]):
                 loss = model(*inputs, **conditions).float()
             scaled = loss / t.grad_accum_steps
             (grad_scaler.scale(scaled) if grad_scaler else scaled).backward()
@@ -332,8 +348,15 @@ def _accumulate_gradients(model, batches, cfg: FashionFlowConfig, step: int, gra
     return all_reduce_mean(loss_sum / t.grad_accum_steps, ctx).item()
 
 
-def _apply_gradients(parts: TrainingParts, grad_clip: Optional[float], step: int, last_checkpoint) -> tuple[float, float]:
-    """Clip, optimiser step, LR schedule, EMA; returns (the step's lr, the gradient norm before clipping)."""
+def _apply_gradients(parts: TrainingParts, grad_clip: Optional[float], step: int, last_checkpoint
+                     ) -> tuple[float, float, dict]:
+    """Clip, optimiser step, LR schedule, EMA; returns (the step's lr, the gradient norm before
+    clipping, and with fp16 loss scaling {"loss_scale": scale used, "skipped": bool}).
+
+    fp16: the scaler skips the optimiser step when the gradients hold inf/NaN and halves its
+    scale; the skipped step then advances neither the LR schedule nor the EMA (so warmup and
+    the EMA count real updates only; the data order still follows the step number).
+    """
     params, optimizer, scaler = parts.params, parts.optimizer, parts.grad_scaler
     if scaler:
         scaler.unscale_(optimizer)
@@ -341,16 +364,20 @@ def _apply_gradients(parts: TrainingParts, grad_clip: Optional[float], step: int
     if not math.isfinite(grad_norm) and scaler is None:  # (fp16: the scaler skips the step and backs off)
         raise NonFiniteLossError(step + 1, "gradient norm", grad_norm, last_checkpoint)
     lr = optimizer.param_groups[0]["lr"]
+    scaler_state = {}
     if scaler:
+        scale = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
+        scaler_state = {"loss_scale": scale, "skipped": scaler.get_scale() < scale}  # update() backs off on inf
     else:
         optimizer.step()
-    parts.lr_scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    if parts.ema is not None:
-        parts.ema.update()
-    return lr, grad_norm
+    if not scaler_state.get("skipped"):
+        parts.lr_scheduler.step()
+        if parts.ema is not None:
+            parts.ema.update()
+    return lr, grad_norm, scaler_state
 
 
 def _log_step(run_dir: Path, record: dict, end_step: int, log_every: int, writer, progress) -> None:
@@ -385,6 +412,7 @@ def _save(run_dir, step, epoch, order, cfg, parts: TrainingParts, preview, ctx) 
             log(f"saved {path}", ctx)
         except Exception as caught:  # re-raised below, after telling the other ranks
             error = caught
+    wait_for_main(ctx)  # a slow save must not run into the NCCL timeout of the broadcast below
     failed = broadcast_from_main(error is not None, ctx)
     if error is not None:
         raise error
