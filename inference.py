@@ -5,6 +5,7 @@
     python inference.py --checkpoint checkpoint/fashionflow --dataset fashion_dataset/test --sampler ddpm
     python inference.py --checkpoint runs/pose/checkpoints/step-0010000 --image photo.jpg --motion turn
     python inference.py --checkpoint runs/pose/checkpoints/step-0010000 --image photo.jpg --pose-video driving.mp4
+    python inference.py --checkpoint runs/refs/checkpoints/step-0010000 --image front.jpg --reference back.jpg side.jpg
 
 --checkpoint is a pipeline folder (training output, or `python -m fashionflow.assemble`).
 Sampler defaults come from the folder's config.yaml (section `sample`) when it has one.
@@ -28,6 +29,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", default=DEMO_CHECKPOINT, help="pipeline folder (default: the demo model)")
     parser.add_argument("--image", nargs="+", default=[], help="image files or folders of images")
     parser.add_argument("--dataset", help="folder of videos; a random frame of each is the conditioning image")
+    parser.add_argument("--reference", nargs="+", default=[],
+                        help="reference images (other views of the garment: back, side) for every input; "
+                             "needs a model trained with model.max_references")
+    parser.add_argument("--num-references", type=int, default=0,
+                        help="with --dataset: this many references from other frames spread over each video")
     driving = parser.add_argument_group("pose-driven mode (a model trained with model.pose_guider)")
     poses = driving.add_mutually_exclusive_group()
     poses.add_argument("--pose-video", help="driving video: its poses (extracted offline) drive every video")
@@ -57,6 +63,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same name")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.num_references < 0:
+        parser.error("--num-references must be >= 0")
+    if args.num_references and not args.dataset:
+        parser.error("--num-references takes references from the videos of --dataset; give --reference files "
+                     "for --image inputs")
     for name in ("num_videos", "steps", "frames", "decode_chunk_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -98,6 +109,7 @@ def settings_from(args, cfg, pipe):
                     init_strength=pick(args.init_strength, "init_strength", 1.0), seed=pick(args.seed, "seed", 0),
                     fps=pick(args.fps, "fps", 25.0), decode_chunk_size=pick(args.decode_chunk_size, "decode_chunk_size", 8),
                     resize=args.resize, precision=args.precision, overwrite=args.overwrite,
+                    references=tuple(args.reference), num_references=args.num_references,
                     poses=args.poses, pose_aspect=args.pose_aspect, align=not args.no_align)
 
 
@@ -134,6 +146,12 @@ def main(argv=None) -> int:
     except (FileNotFoundError, MissingWeightsError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    wanted = max(len(args.reference), args.num_references)
+    most = pipe.unet.config.get("max_references", 0)
+    if wanted > most:
+        print(f"error: {wanted} reference image(s) asked for, {checkpoint} takes at most {most} "
+              "(model.max_references)", file=sys.stderr)
+        return 2
     if args.poses is not None and not pipe.unet.config.get("pose_guider_channels"):
         print(f"error: {checkpoint} has no pose guider (trained with model.pose_guider=false), so it cannot follow "
               f"{driving}; train one with model.pose_guider=true (README, section poses)", file=sys.stderr)

@@ -3,6 +3,8 @@
     python train.py --config configs/tiny.yaml --latents LATENTS --output-dir runs/tiny
     torchrun --nproc_per_node=8 train.py --config configs/fashionflow.yaml --latents LATENTS \\
         --output-dir runs/ff train.batch_size=2 train.ema_decay=0.9999
+    python train.py --config configs/demo.yaml --latents LATENTS_WITH_REFERENCE_CANDIDATES --output-dir runs/refs \
+        --init checkpoint/demo model.max_references=2 train.reference_dropout=0.1   # several reference images
 
 Rerunning the same command resumes from the latest checkpoint in --output-dir. `--dry-run`
 prints the resolved config and the data and model sizes, then exits.

@@ -49,6 +49,12 @@ class ModelConfig:
     # rendered OpenPose skeletons, its zero-initialised output added after conv_in (Animate Anyone)
     pose_guider: bool = False
     pose_guider_channels: tuple[int, ...] = (16, 32, 64, 128)  # 2^(len - 1) must be the VAE factor 8
+    # several reference images (models/references.py; off = 0, released): the U-Net attends, per
+    # level and per frame, to the adapter tokens of up to this many extra views of the garment
+    max_references: int = 0
+    # what the adapter feeds the image cross-attention (paper Table 2 ablation): CLIP and VAE
+    # tokens (released), CLIP tokens only, VAE tokens only, or nothing ("disabled": global conditioning off)
+    global_conditioning: Literal["clip_and_vae", "clip", "vae", "disabled"] = "clip_and_vae"
 
 
 @dataclass
@@ -83,6 +89,9 @@ class DiffusionConfig:
     timestep_spacing: Literal["default", "leading", "trailing", "linspace"] = "default"
     loss_on_first_frame: bool = True  # released: frame 0 (clean, zero target) is in the loss
     loss_reduction: Literal["sum_frames", "mean"] = "sum_frames"  # released: per-frame MSE summed
+    # released: frame 0 is the clean image latent in training and sampling; False (paper Table 2,
+    # "global conditioning only"): frame 0 is noised and predicted like the others
+    local_conditioning: bool = True
 
 
 @dataclass
@@ -102,6 +111,9 @@ class DataConfig:
     # store each clip's OpenPose-18 keypoints [f, 18, 3] with its latents (for model.pose_guider):
     # a video's NAME.pose.npz sidecar when there is one (synthetic clips), else extracted (MediaPipe)
     poses: bool = False
+    # frames spread over the whole video stored with every clip as reference candidates (VAE
+    # latent distribution, CLIP tokens, image, frame index) for model.max_references; 0 = none
+    reference_candidates: int = 0
 
 
 @dataclass
@@ -133,6 +145,9 @@ class TrainConfig:
     # with model.pose_guider: probability that a clip trains without its poses, so one model
     # does both pose-driven and spontaneous motion
     pose_dropout: float = 0.1
+    # with model.max_references: probability that a clip trains without references; otherwise it
+    # gets 1..max_references of its video's candidates (other frames than its conditioning frame)
+    reference_dropout: float = 0.1
     seed: int = 0
     num_workers: int = 2
     log_every: int = 40  # steps
@@ -200,6 +215,10 @@ class FashionFlowConfig:
                               "size (1/8, the VAE's factor)")
         if not 0.0 <= self.train.pose_dropout <= 1.0:
             raise ConfigError(f"train.pose_dropout={self.train.pose_dropout} must be in [0, 1]")
+        if m.max_references < 0 or d.reference_candidates < 0:
+            raise ConfigError("model.max_references and data.reference_candidates must be >= 0")
+        if not 0.0 <= self.train.reference_dropout <= 1.0:
+            raise ConfigError(f"train.reference_dropout={self.train.reference_dropout} must be in [0, 1]")
         if self.diffusion.rescale_betas_zero_snr and self.diffusion.prediction_type != "v_prediction":
             raise ConfigError("diffusion.rescale_betas_zero_snr needs diffusion.prediction_type=v_prediction "
                               "(at zero terminal SNR the noise is the whole input, so epsilon says nothing)")
@@ -349,7 +368,7 @@ def save_config(cfg: FashionFlowConfig, path: str | os.PathLike) -> None:
 
 # fields added after latent folders were first projected: left out of the hash while at their
 # default, so folders projected before they existed keep their hash
-_HASH_OMITTED_DEFAULTS = {("data", "poses"): False}
+_HASH_OMITTED_DEFAULTS = {("data", "reference_candidates"): 0, ("data", "poses"): False}
 
 
 def config_hash(cfg: FashionFlowConfig, sections: tuple[str, ...] = ("data", "encoders")) -> str:

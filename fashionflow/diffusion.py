@@ -113,12 +113,13 @@ def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.
     """The released training objective for clean video latents [b, c, f, h, w] -> scalar loss.
 
     1. t ~ U{0, T-1} per video, noise ~ N(0, I); x_t = scheduler.add_noise(x_0, noise, t).
-    2. Local conditioning: noisy frame 0 is replaced by clean frame 0, whose noise target is 0.
+    2. Local conditioning: noisy frame 0 is replaced by clean frame 0, whose noise target is 0
+       (`local_conditioning=False`, paper Table 2: frame 0 is noised and predicted like the others).
     3. Epsilon MSE per frame; released: summed over frames ("sum_frames", frame 0 included).
        `loss_on_first_frame=False` leaves frame 0 out; `loss_reduction="mean"` averages frames.
        With `prediction_type="v_prediction"` the target is v = sqrt(abar) eps - sqrt(1 - abar) x0
        of the same (frame-0-zeroed) noise, so clean frame 0's target is -sqrt(1 - abar) x0.
-    `conditions`: optional U-Net keyword inputs (pose, pose_mask).
+    `conditions`: optional U-Net keyword inputs (references, reference_mask, pose, pose_mask).
     """
     b = latents.shape[0]
     if timesteps is None:
@@ -128,8 +129,10 @@ def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.
     if noise is None:
         noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    noisy = with_first_frame(noisy, latents[:, :, 0])
-    target = with_first_frame(noise, torch.zeros_like(latents[:, :, 0]))
+    target = noise
+    if diff_cfg.local_conditioning:
+        noisy = with_first_frame(noisy, latents[:, :, 0])
+        target = with_first_frame(noise, torch.zeros_like(latents[:, :, 0]))
     if diff_cfg.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, target, timesteps)
 
@@ -145,9 +148,16 @@ def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.
 
 
 def guided_conditions(conditions: dict) -> dict:
-    """U-Net keyword inputs for the [null, cond] batch of classifier-free guidance: both halves
-    keep the poses (guidance drops the image context only; the motion stays the same)."""
-    return {name: torch.cat([value, value]) for name, value in conditions.items() if value is not None}
+    """U-Net keyword inputs for the [null, cond] batch of classifier-free guidance: the null half
+    has no references (guidance drops the image conditions; frame 0 stays); poses stay in both
+    halves (the motion is the same, guidance sharpens the image)."""
+    doubled = {name: torch.cat([value, value]) for name, value in conditions.items() if value is not None}
+    if "references" in doubled:
+        mask = conditions.get("reference_mask")
+        real = mask if mask is not None else torch.ones(conditions["references"].shape[:2], dtype=torch.bool,
+                                                         device=conditions["references"].device)
+        doubled["reference_mask"] = torch.cat([torch.zeros_like(real), real])
+    return doubled
 
 
 def first_frame_start(scheduler: SchedulerMixin, image_latent: torch.Tensor, noise: torch.Tensor,
@@ -184,7 +194,8 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
                          guidance_scale: float = 1.0, generator: Generators = None,
                          autocast_dtype: Optional[torch.dtype] = None,
                          progress: Callable[[Iterable], Iterable] = lambda steps: steps,
-                         init_strength: float = 1.0, conditions: Optional[dict] = None) -> torch.Tensor:
+                         init_strength: float = 1.0, conditions: Optional[dict] = None,
+                         local_conditioning: bool = True) -> torch.Tensor:
     """Denoise a video from pure noise, frame 0 held at the image latent (FASHIONFLOW.md, "Sampling").
 
     context [b, n, C] (adapter output), image_latent [b, c, h, w] -> latents [b, c, f, h, w] (fp32).
@@ -192,15 +203,18 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
     scheduler state is fp32 and the U-Net runs under `autocast_dtype` (CPU or CUDA; None = none).
     Guidance: eps = eps_null + s (eps_cond - eps_null), with the all-zeros null context; s = 1 skips it.
     `init_strength` 1.0 starts from pure noise (released); below 1, see `first_frame_start`.
-    `conditions`: optional U-Net keyword inputs (pose [b, 3, f, H, W], pose_mask [b]).
+    `conditions`: optional U-Net keyword inputs (references [b, r, n, C], reference_mask [b, r], pose [b, 3, f, H, W],
+    pose_mask [b]).
+    `local_conditioning=False` (paper Table 2 ablation): frame 0 is generated like the others.
     """
+    hold_first_frame = with_first_frame if local_conditioning else lambda latents, _: latents
     b, c, h, w = image_latent.shape
     device = image_latent.device
     image_latent = image_latent.float()
     noise = randn_tensor((b, c, num_frames, h, w), generator=generator, device=device, dtype=torch.float32)
     scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps, latents = first_frame_start(scheduler, image_latent, noise, init_strength)
-    latents = with_first_frame(latents, image_latent)
+    latents = hold_first_frame(latents, image_latent)
 
     guided = guidance_scale != 1.0
     weights_dtype = getattr(unet, "dtype", torch.float32)  # a U-Net cast to bf16/fp16 takes inputs of its dtype
@@ -221,5 +235,5 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
             eps_null, eps_cond = eps.chunk(2)
             eps = eps_null + guidance_scale * (eps_cond - eps_null)
         latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
-        latents = with_first_frame(latents, image_latent)  # released: frame 0 reset after every step
+        latents = hold_first_frame(latents, image_latent)  # released: frame 0 reset after every step
     return latents

@@ -3,7 +3,8 @@
 For every input (an image file, or a random frame of a test video as the released inference
 does) and every one of `num_videos` samples it writes, into the output folder:
     NAME_K.mp4          the video, H.264 / yuv420p (plays in browsers)
-    NAME_K_input.png    the conditioning image as the model sees it (resized)
+    NAME_K_input.png    the conditioning image as the model sees it (resized), followed by the
+                        reference images when there are any
     NAME_K_frames.png   a contact sheet: evenly spaced frames in one strip
 and, for a pose-driven video (`Settings.poses`):
     NAME_K_poses.png     the driving skeletons above the generated frames
@@ -54,6 +55,8 @@ class Settings:
     resize: str = "stretch"
     precision: str = "auto"
     overwrite: bool = False
+    references: tuple[str, ...] = ()  # reference image files, for every input
+    num_references: int = 0  # for video inputs: references from other frames of the video
     poses: Optional[np.ndarray] = None  # driving keypoints [f, 18, 3] for every input (pose-driven mode)
     pose_aspect: Optional[float] = None  # width / height of the frames the poses come from (None: the model's)
     align: bool = True  # fit the driving poses to the person in each input
@@ -104,6 +107,25 @@ def conditioning_image(source: Source, height: int, width: int, resize: str, rng
         frame, index = random_video_frame(source.path, rng)
         return frame_to_tensor(frame, height, width, resize), index
     return load_image(source.path, height, width, resize), None
+
+
+def video_references(path: Path, exclude: int, count: int, height: int, width: int, resize: str
+                     ) -> list[torch.Tensor]:
+    """`count` frames spread evenly over the whole video, never its conditioning frame `exclude`,
+    as float [3, height, width] in [0, 1] (the projection's reference candidates, at inference)."""
+    from fashionflow.video_io import read_video
+
+    frames, _ = read_video(path)
+    others = [i for i in range(len(frames)) if i != exclude]
+    if not others:
+        raise VideoReadError(f"{path}: has no frame besides the conditioning frame to use as a reference")
+    index = np.linspace(0, len(others) - 1, min(count, len(others))).round().astype(int)
+    return [frame_to_tensor(frames[others[i]], height, width, resize) for i in index]
+
+
+def conditioning_sheet(image01: torch.Tensor, references: list[torch.Tensor]) -> np.ndarray:
+    """The conditioning image, then its reference images, side by side: uint8 [H, (1 + r) W, 3]."""
+    return np.concatenate([to_uint8(image) for image in (image01, *references)], axis=1)
 
 
 def record_conditioning_frame(output_dir: Path, video_name: str, frame_index: int) -> None:
@@ -157,9 +179,18 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
     rng = random.Random(settings.seed)  # released: random frame of each test video
     written, failures, video_index, seconds = [], 0, 0, 0.0
     frame_count = settings.num_frames
+    try:
+        shared_references = [load_image(path, height, width, settings.resize) for path in settings.references]
+    except ImageLoadError as error:
+        warn(f"{error} (--reference): no videos made")
+        return [], len(sources)
     for source in sources:
         try:
             image, frame_index = conditioning_image(source, height, width, settings.resize, rng)
+            references = shared_references
+            if source.is_video and settings.num_references:
+                references = video_references(source.path, frame_index, settings.num_references, height, width,
+                                              settings.resize)
         except (ImageLoadError, VideoReadError) as error:
             warn(str(error))
             failures += 1
@@ -173,7 +204,7 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
             began = time.perf_counter()
             output = pipe(image, num_frames=settings.num_frames, num_inference_steps=settings.steps,
                           guidance_scale=settings.guidance, init_strength=settings.init_strength,
-                          generator=[generator], output_type="np",
+                          generator=[generator], output_type="np", reference_images=[references] if references else None,
                           decode_chunk_size=settings.decode_chunk_size, precision=settings.precision,
                           poses=settings.poses, align=settings.align, pose_aspect=settings.pose_aspect)
             frames = output.frames[0]
@@ -181,7 +212,7 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
             seconds += time.perf_counter() - began
             try:
                 path = write_mp4(output_dir / f"{source.name}_{k}.mp4", frames, fps=settings.fps)
-                write_image(output_dir / f"{source.name}_{k}_input.png", to_uint8(image))
+                write_image(output_dir / f"{source.name}_{k}_input.png", conditioning_sheet(image, references))
                 write_image(output_dir / f"{source.name}_{k}_frames.png", contact_sheet(frames))
                 if output.poses is not None:
                     write_pose_outputs(output_dir / f"{source.name}_{k}", output, image)

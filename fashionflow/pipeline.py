@@ -7,6 +7,8 @@ adapter and scheduler, so the whole model is one folder (`save_pretrained` /
 1. encode: the [0, 1] image -> VAE latent distribution; two samples are drawn, one for the
    adapter and one for frame 0 (the released code encoded twice, sampling each time); CLIP
    hidden states; adapter -> context [b, 50, C].
+   Reference images (`reference_images`, models with model.max_references): each through the
+   VAE (mean latent), CLIP and the same adapter -> [b, r, 50, C] and a mask for unequal r.
    Driving poses (`poses`, models with model.pose_guider): resampled to the frame count,
    fitted to the person in the image, frame 0 = the image's own pose (`fashionflow.pose.drive`),
    rendered as OpenPose skeletons [b, 3, f, H, W] for the U-Net's pose guider.
@@ -38,6 +40,7 @@ from fashionflow.encoders import clip_hidden_states, decode_latents, encode_late
 from fashionflow.images import image_to_tensor, load_image, resize_image, to_rgb
 from fashionflow.models import ImageConditionAdapter, SpaceTimeUNet
 from fashionflow.precision import Precision, autocast, autocast_dtype, tf32, tf32_for
+from fashionflow.models.references import pad_references
 from fashionflow.utils import atomic_directory
 
 ImageInput = (Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
@@ -68,12 +71,12 @@ class FashionFlowPipeline(DiffusionPipeline):
 
     def __init__(self, vae: AutoencoderKL, image_encoder, feature_extractor, unet: SpaceTimeUNet,
                  adapter: ImageConditionAdapter, scheduler, preprocessing: str = "released",
-                 output_range: str = "clamp01", vae_scaling_factor: float = 0.18215):
+                 output_range: str = "clamp01", vae_scaling_factor: float = 0.18215, local_conditioning: bool = True):
         super().__init__()
         self.register_modules(vae=vae, image_encoder=image_encoder, feature_extractor=feature_extractor,
                               unet=unet, adapter=adapter, scheduler=scheduler)
         self.register_to_config(preprocessing=preprocessing, output_range=output_range,
-                                vae_scaling_factor=vae_scaling_factor)
+                                vae_scaling_factor=vae_scaling_factor, local_conditioning=local_conditioning)
 
     # --- construction -------------------------------------------------------------------
 
@@ -84,7 +87,8 @@ class FashionFlowPipeline(DiffusionPipeline):
         return cls(vae=vae, image_encoder=image_encoder, feature_extractor=feature_extractor, unet=unet,
                    adapter=adapter, scheduler=make_scheduler(cfg.diffusion, sampler or cfg.sample.sampler),
                    preprocessing=cfg.encoders.preprocessing, output_range=resolve_output_range(cfg),
-                   vae_scaling_factor=cfg.encoders.vae_scaling_factor)
+                   vae_scaling_factor=cfg.encoders.vae_scaling_factor,
+                   local_conditioning=cfg.diffusion.local_conditioning)
 
     @property
     def encoders_config(self) -> EncodersConfig:
@@ -184,6 +188,35 @@ class FashionFlowPipeline(DiffusionPipeline):
         return {"pose": pose, "pose_mask": mask}, used, references
 
     @torch.no_grad()
+    def encode_references(self, reference_images: Optional[Sequence], batch: int) -> dict:
+        """One list of reference images per video (or None) -> {references [b, r, 50, C], reference_mask
+        [b, r]} for the U-Net (r = the longest list; shorter lists masked), or {} when there are none.
+
+        Each reference goes through the VAE (its mean latent: no random draw, so the videos' noise
+        is the same with or without references), CLIP and the same adapter as the main image, in
+        fp32 like `encode_image`.
+        """
+        if reference_images is None:
+            return {}
+        if not isinstance(reference_images, (list, tuple)) or len(reference_images) != batch:
+            raise ValueError(f"reference_images must be a list with one entry (a list of images, or None) per "
+                             f"input image: {batch} image(s), got {type(reference_images).__name__} of "
+                             f"{len(reference_images) if isinstance(reference_images, (list, tuple)) else '?'}")
+        lists = [list(item) if item is not None else [] for item in reference_images]
+        if not any(lists):
+            return {}
+        if self.unet.references is None:
+            raise ValueError("this model takes no reference images (trained with model.max_references=0)")
+        enc_cfg, device = self.encoders_config, self._execution_device
+        images01 = self.prepare_images([image for item in lists for image in item])  # (sum r_i) 3 H W
+        mean, _ = encode_latent_dist(self.vae, images01, enc_cfg)
+        hidden = clip_hidden_states(self.image_encoder, self.feature_extractor, images01, enc_cfg.preprocessing)
+        tokens = self.adapter(hidden.to(self.adapter.dtype), mean.float().to(self.adapter.dtype))
+        per_item = list(torch.split(tokens, [len(item) for item in lists]))
+        references, mask = pad_references([t if len(t) else None for t in per_item], tuple(tokens.shape[1:]))
+        return {"references": references, "reference_mask": mask}
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor, decode_chunk_size: int = 8, precision: Precision = "auto") -> torch.Tensor:
         """[b, c, f, h, w] -> float [b, f, 3, H, W] in [0, 1]."""
         device = self._execution_device
@@ -212,7 +245,8 @@ class FashionFlowPipeline(DiffusionPipeline):
                  guidance_scale: float = 1.0, generator: torch.Generator | list[torch.Generator] | None = None,
                  output_type: Literal["np", "pt", "latent"] = "np", decode_chunk_size: int = 8,
                  precision: Precision = "auto", return_dict: bool = True, init_strength: float = 1.0,
-                 poses=None, align: bool = True, pose_aspect: Optional[float] = None):
+                 reference_images: Optional[Sequence] = None, poses=None, align: bool = True,
+                 pose_aspect: Optional[float] = None):
         """Generate one video per input image.
 
         num_inference_steps: None = the scheduler's default (1000 for DDPM, 25 for DDIM/DPM).
@@ -220,6 +254,9 @@ class FashionFlowPipeline(DiffusionPipeline):
         shared by the batch. guidance_scale 1.0 = no classifier-free guidance.
         init_strength 1.0 = start from pure noise (released); s < 1 = run the last s of the
         steps from frame 0 repeated and noised (`fashionflow.diffusion.first_frame_start`).
+        reference_images: one list per input image of extra views of the same garment (back,
+        side; paths, PIL images, arrays or tensors, like `image`), or None for that image; None
+        = single-image, as released. Needs a model trained with model.max_references.
         poses: driving keypoints [f, 18, 3] (OpenPose-18, x y in [0, 1], confidence) for every
         image, or a list with one entry (keypoints or None) per image; needs a model trained with
         model.pose_guider. align=False uses them as they are (already in the image's frame, frame 0
@@ -241,13 +278,16 @@ class FashionFlowPipeline(DiffusionPipeline):
         device = self._execution_device
 
         first_frame, context = self.encode_image(images01, generator)
-        conditions, used_poses, reference_poses = self.pose_inputs(poses, images01, num_frames, align, pose_aspect)
+        conditions = self.encode_references(reference_images, b)
+        pose_conditions, used_poses, reference_poses = self.pose_inputs(poses, images01, num_frames, align,
+                                                                        pose_aspect)
+        conditions = {**conditions, **pose_conditions}
         with tf32(tf32_for(precision)):
             latents = sample_video_latents(self.unet, self.scheduler, context, first_frame, num_frames, steps,
                                            guidance_scale=guidance_scale, generator=generator,
                                            autocast_dtype=autocast_dtype(device, precision),
                                            progress=self.progress_bar, init_strength=init_strength,
-                                           conditions=conditions)
+                                           conditions=conditions, local_conditioning=self.config.local_conditioning)
         if output_type == "latent":
             frames = latents
         else:
@@ -259,7 +299,7 @@ class FashionFlowPipeline(DiffusionPipeline):
             else:
                 raise ValueError(f"unknown output_type {output_type!r} (np, pt or latent)")
         self.maybe_free_model_hooks()
-        if not conditions:
+        if not pose_conditions:
             used_poses = reference_poses = None
         return (FashionFlowPipelineOutput(frames=frames, poses=used_poses, reference_poses=reference_poses)
                 if return_dict else (frames,))

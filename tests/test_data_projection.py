@@ -321,3 +321,34 @@ def test_torchrun_two_ranks_cover_every_video_once(projected, videos, cfg, tmp_p
             torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-5)
     manifest = [json.loads(line)["file"] for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert manifest == clip_files(out)  # each clip once
+
+
+def test_reference_candidates_come_from_the_whole_video_and_old_folders_still_load(projected, videos, cfg, tmp_path):
+    from fashionflow.data.latent_dataset import LatentDatasetError
+
+    options = load_config("configs/tiny.yaml", encoder_overrides(cfg) + ["data.reference_candidates=3",
+                                                                         "data.start_window=10"])
+    dataset = subset_folder(videos, tmp_path / "v", ["odd+size-1.mp4"])
+    projection.run_projection(options, dataset, tmp_path / "out", show_progress=False)
+    path, = (tmp_path / "out").glob("*.safetensors")
+    tensors, meta = load_file(str(path)), read_meta(path)
+    assert int(meta["start_frame"]) <= 10 - 8 and meta["reference_candidates"] == "3"
+    assert tensors["reference_frames"].tolist() == [0, 14, 29]  # spread over all 30 frames, beyond the window
+    video, _ = read_video(videos / "odd+size-1.mp4")
+    for slot, index in enumerate((0, 14, 29)):
+        expected = projection.resize_frame(video[index], 128, 128, "stretch")
+        assert torch.equal(tensors["reference_images"][slot], torch.from_numpy(expected.copy()).permute(2, 0, 1))
+    assert tensors["reference_latent_mean"].shape == (3, 4, 16, 16) and tensors["reference_clip_hidden_states"].shape == (3, 50, 32)
+    start = int(meta["start_frame"])  # the conditioning frame's latent distribution, when it is a candidate too
+    for slot in [i for i, index in enumerate((0, 14, 29)) if index == start]:
+        torch.testing.assert_close(tensors["reference_latent_mean"][slot], tensors["image_latent_mean"],
+                                   rtol=1e-4, atol=1e-5)
+    options.model = dataclasses.replace(options.model, max_references=2)
+    item = LatentClipDataset(tmp_path / "out", options)[0]
+    assert item["reference_valid"].tolist() == [i != start for i in (0, 14, 29)]
+    old, _ = projected  # projected without candidates: single-image training reads it, references refuse it
+    old_cfg = load_config("configs/tiny.yaml", encoder_overrides_for_dataset(old))
+    assert "reference_valid" not in LatentClipDataset(old, old_cfg)[0]
+    old_cfg.model.max_references = 2
+    with pytest.raises(LatentDatasetError, match="no reference candidates"):
+        LatentClipDataset(old, old_cfg)

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from fashionflow.config import config_hash, load_config
 from fashionflow.data import LatentDatasetError
-from fashionflow.data.latent_dataset import CLIP_FORMAT, encoder_metadata, expected_shapes
+from fashionflow.data.latent_dataset import CLIP_FORMAT, encoder_metadata, expected_reference_shapes, expected_shapes
 from fashionflow.distributed import derive_seed
 from fashionflow.testing import save_tiny_encoders, tiny_encoders_config
 from fashionflow.training import NonFiniteLossError, train
@@ -30,16 +30,27 @@ from fashionflow.training.sampler import StepOrder, StepSampler
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_clips(folder: Path, cfg, count: int = 4) -> Path:
-    """Latent clip files in the projection's format (random tensors, a positive std)."""
+def write_clips(folder: Path, cfg, count: int = 4, candidates: int = 0) -> Path:
+    """Latent clip files in the projection's format (random tensors, a positive std), with
+    `candidates` reference candidates at frames 0, 5, 10, ... (the clip starts at frame 0)."""
     folder.mkdir(parents=True, exist_ok=True)
     shapes = expected_shapes(cfg)
+    if candidates:
+        shapes.update(expected_reference_shapes(cfg, candidates))
     for index in range(count):
         generator = torch.Generator().manual_seed(index)
-        tensors = {k: torch.randn(v, generator=generator) for k, v in shapes.items() if k != "image"}
-        tensors["image_latent_std"] = tensors["image_latent_std"].abs() * 0.1
-        tensors["image"] = torch.randint(0, 256, shapes["image"], generator=generator, dtype=torch.uint8)
-        metadata = {"format": CLIP_FORMAT, "config_hash": config_hash(cfg), **encoder_metadata(cfg)}
+        tensors = {k: torch.randn(v, generator=generator) for k, v in shapes.items()
+                   if k not in ("image", "reference_images")}
+        for name in ("image_latent_std", "reference_latent_std"):
+            if name in tensors:
+                tensors[name] = tensors[name].abs() * 0.1
+        for name in ("image", "reference_images"):
+            if name in shapes:
+                tensors[name] = torch.randint(0, 256, shapes[name], generator=generator, dtype=torch.uint8)
+        if candidates:
+            tensors["reference_frames"] = torch.arange(candidates) * 5
+        metadata = {"format": CLIP_FORMAT, "config_hash": config_hash(cfg), "start_frame": "0",
+                    **encoder_metadata(cfg)}
         save_file(tensors, str(folder / f"clip{index:03d}.safetensors"), metadata=metadata)
     return folder
 
@@ -388,3 +399,26 @@ def test_other_ranks_wait_for_a_slow_rank_zero_beyond_the_collective_timeout(tmp
     out = done.stdout + done.stderr
     assert "rank 0: all-reduce after the wait gave 2" in out and "rank 1: all-reduce after the wait gave 2" in out, out
     assert "rank 1: timed out" in out, out  # the control: without wait_for_main the 1 s timeout hits
+
+
+def test_training_with_references_resumes_bitwise_and_previews_them(setup, tmp_path, capsys):
+    extra = ["model.max_references=2", "train.reference_dropout=0.3", "train.sample_every=4", "train.sample_steps=1"]
+    cfg = tiny_cfg(setup, *extra)
+    latents = write_clips(tmp_path / "latents", cfg, count=4, candidates=3)
+    with pytest.raises(LatentDatasetError, match="no reference candidates.*data.reference_candidates"):
+        train(cfg, setup[1], tmp_path / "old")  # a single-image folder cannot train references
+    run = tmp_path / "run"
+    init = setup[2] / "single"  # a single-image model's checkpoint initialises the references model
+    train(tiny_cfg(setup, "train.max_steps=2"), setup[1], init)
+    capsys.readouterr()
+    result = train(cfg, latents, run, init=ckpt.checkpoint_path(init, 2))
+    assert "tensors of new conditions start at zero (references)" in capsys.readouterr().out
+    assert sorted(result.losses) == [1, 2, 3, 4]
+    shutil.rmtree(run / "checkpoints" / "step-0000004")
+    torch.set_num_threads(1)
+    resumed = train(cfg, latents, run)
+    assert resumed.start_step == 2 and {s: resumed.losses[s] for s in (3, 4)} == {s: result.losses[s] for s in (3, 4)}
+    weights = ckpt.load_weights(run / "checkpoints/step-0000004" / "unet")
+    assert any(k.startswith("references.") and v.abs().sum() > 0 for k, v in weights.items())  # they trained
+    preview = dict(read_tensorboard(run / "tensorboard"))
+    assert (4, "image") in preview["preview/conditioning_image"]

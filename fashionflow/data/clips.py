@@ -52,3 +52,11 @@ def clip_starts(data_cfg: DataConfig, num_available: int, rng: np.random.Generat
         k = min(data_cfg.clips_per_video, last_start + 1)
         return sorted(int(s) for s in rng.choice(last_start + 1, size=k, replace=False))
     raise ValueError(f"unknown data.clip_policy {data_cfg.clip_policy!r}")
+
+
+def reference_candidate_frames(data_cfg: DataConfig, num_available: int) -> list[int]:
+    """Frames of a video stored as reference candidates (`data.reference_candidates` of them):
+    evenly spread over the whole video, first and last frame included, since a turn to the
+    back often happens outside the clip's window."""
+    k = data_cfg.reference_candidates
+    return [int(i) for i in np.linspace(0, num_available - 1, k).round()] if k > 0 else []

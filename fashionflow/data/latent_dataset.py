@@ -9,6 +9,17 @@
 | `image_latent_mean`, `image_latent_std` | [4, h, w] | float32: the conditioning image's VAE latent distribution x scaling factor |
 | `clip_hidden_states` | [50, C] | float32: CLIP `last_hidden_state` of the conditioning image |
 
+Projected with `data.reference_candidates` = k > 0, a file also holds k reference candidates
+from frames spread over the whole video (read only for `model.max_references` > 0; older
+files without them still load for single-image training):
+
+| tensor | shape | dtype |
+| --- | --- | --- |
+| `reference_frames` | [k] | int64: frame index of each candidate in the video |
+| `reference_images` | [k, 3, H, W] | uint8: the candidate frames after resizing |
+| `reference_latent_mean`, `reference_latent_std` | [k, 4, h, w] | float32: their VAE latent distribution x scaling factor |
+| `reference_clip_hidden_states` | [k, 50, C] | float32: their CLIP `last_hidden_state` |
+
 Projected with `data.poses`, a file also holds the clip's poses (read only for
 `model.pose_guider`; files without them still load for pose-free training):
 
@@ -42,6 +53,8 @@ CLIP_FORMAT = "fashionflow-latent-clip/1"
 CLIP_SUFFIX = ".safetensors"
 MANIFEST_NAME = "manifest.jsonl"
 TENSOR_NAMES = ("latents", "image", "image_latent_mean", "image_latent_std", "clip_hidden_states")
+REFERENCE_TENSOR_NAMES = ("reference_frames", "reference_images", "reference_latent_mean", "reference_latent_std",
+                          "reference_clip_hidden_states")
 # metadata that must match the training config: latents from another VAE, scale or
 # preprocessing live in another space, whatever their shape (vae_subfolder is recorded only:
 # a local copy may hold the VAE with or without the hub repo's `vae/` folder)
@@ -93,6 +106,31 @@ def expected_shapes(cfg: FashionFlowConfig) -> dict[str, list[int]]:
         "image_latent_std": latent,
         "clip_hidden_states": [m.num_context_tokens, m.context_dim],
     }
+
+
+def expected_reference_shapes(cfg: FashionFlowConfig, k: int) -> dict[str, list[int]]:
+    """The shapes of k reference candidates (the per-frame shapes of `expected_shapes`, k of them)."""
+    per_frame = expected_shapes(cfg)
+    return {"reference_frames": [k], "reference_images": [k, *per_frame["image"]],
+            "reference_latent_mean": [k, *per_frame["image_latent_mean"]],
+            "reference_latent_std": [k, *per_frame["image_latent_std"]],
+            "reference_clip_hidden_states": [k, *per_frame["clip_hidden_states"]]}
+
+
+def check_reference_header(path: Path, header: dict, cfg: FashionFlowConfig) -> int:
+    """Raise LatentDatasetError unless the file holds reference candidates of the config's shapes; returns k."""
+    shapes = header["shapes"]
+    if "reference_frames" not in shapes:
+        raise LatentDatasetError(f"{path}: no reference candidates, but model.max_references="
+                                 f"{cfg.model.max_references} trains with references: project the videos with "
+                                 f"data.reference_candidates=K (e.g. 4)")
+    k = shapes["reference_frames"][0]
+    for name, wanted in expected_reference_shapes(cfg, k).items():
+        if shapes.get(name) != wanted:
+            raise LatentDatasetError(f"{path}: {name} has shape {shapes.get(name)} but the config expects {wanted}")
+    if k < 1:
+        raise LatentDatasetError(f"{path}: holds 0 reference candidates")
+    return k
 
 
 def encoder_metadata(cfg: FashionFlowConfig) -> dict[str, str]:
@@ -159,9 +197,11 @@ class LatentClipDataset(Dataset):
 
     Items are dicts: latents float32 [f, 4, h, w], image uint8 [3, H, W],
     image_latent_mean / image_latent_std float32 [4, h, w], clip_hidden_states float32
-    [50, C], name str (the file name without suffix); with `model.pose_guider` also keypoints
-    float32 [f, 18, 3] and pose uint8 [f, 3, H, W], them drawn as OpenPose skeletons (drawn here,
-    in the DataLoader's workers, rather than in the training step).
+    [50, C], name str (the file name without suffix). With `model.max_references` > 0 also
+    the reference candidates (`REFERENCE_TENSOR_NAMES`, k of them) and reference_valid bool [k]:
+    False for a candidate that is the clip's own conditioning frame. With `model.pose_guider`
+    also keypoints float32 [f, 18, 3] and pose uint8 [f, 3, H, W], them drawn as OpenPose
+    skeletons (drawn here, in the DataLoader's workers, rather than in the training step).
 
     subset: None (all clips), an int n (a fixed, evenly spaced choice of n clips, the same
     on every run and rank), or a sequence of clip names or indices.
@@ -178,14 +218,22 @@ class LatentClipDataset(Dataset):
                                      f"into it first: `python project_latent_space.py --config C --dataset VIDEOS "
                                      f"--output-dir {self.folder}`")
         self.headers = {}
+        self.with_references = cfg.model.max_references > 0
         self.with_poses = cfg.model.pose_guider
         self.frame_size = (cfg.data.height, cfg.data.width)
+        candidates = {}
         for path in files:
             header = read_clip_header(path)
             check_clip_header(path, header, cfg)
+            if self.with_references:
+                candidates.setdefault(check_reference_header(path, header, cfg), path)
             if self.with_poses:
                 check_keypoint_header(path, header, cfg)
             self.headers[path.stem] = header["metadata"]
+        if len(candidates) > 1:
+            (k1, a), (k2, b) = list(candidates.items())[:2]
+            raise LatentDatasetError(f"{self.folder}: clips hold different numbers of reference candidates "
+                                     f"({k1} in {a.name}, {k2} in {b.name}); project the folder with one config")
         hashes = {meta.get("config_hash") for meta in self.headers.values()}
         if hashes != {config_hash(cfg)}:
             warnings.warn(f"latent folder {self.folder} was projected with data/encoders config hash(es) "
@@ -239,6 +287,13 @@ class LatentClipDataset(Dataset):
         item = {name: tensors[name].float() for name in TENSOR_NAMES if name != "image"}
         item["image"] = tensors["image"].to(torch.uint8)
         item["name"] = path.stem
+        if self.with_references:
+            item.update({name: tensors[name].float() for name in REFERENCE_TENSOR_NAMES[2:]})
+            item["reference_frames"] = tensors["reference_frames"].long()
+            item["reference_images"] = tensors["reference_images"].to(torch.uint8)
+            start = self.headers[path.stem].get("start_frame")
+            item["reference_valid"] = (item["reference_frames"] != int(start) if start is not None
+                                       else torch.ones(len(item["reference_frames"]), dtype=torch.bool))
         if self.with_poses:
             from fashionflow.pose.render import render_poses
 

@@ -5,8 +5,11 @@ own seed, resize every frame (released: bilinear stretch to 640 x 512), encode e
 with the VAE in batches, sample the latent (released: mean + std * noise, x scaling factor)
 and write one safetensors file per clip (format in `latent_dataset.py`). The conditioning
 image is the clip's first frame; its VAE latent distribution and CLIP hidden states are
-stored too, so training needs neither encoder. With `data.poses`, every clip file also holds
-the clip's OpenPose-18 keypoints (the video's NAME.pose.npz sidecar, else MediaPipe).
+stored too, so training needs neither encoder. With `data.reference_candidates` = K, every
+clip file also holds K reference candidates spread over the whole video (for training with
+several reference images, models/references.py): their frame index, image, VAE latent
+distribution and CLIP hidden states. With `data.poses`, every clip file
+also holds the clip's OpenPose-18 keypoints (the video's NAME.pose.npz sidecar, else MediaPipe).
 
 Robustness: files are written atomically; a rerun skips clips already written with the same
 config (a killed run resumes); under torchrun the pending videos are split across ranks; a
@@ -30,7 +33,7 @@ from safetensors.torch import save_file
 
 from fashionflow import distributed
 from fashionflow.config import FashionFlowConfig, config_hash, config_to_dict
-from fashionflow.data.clips import ClipTooShortError, clip_starts, frames_needed, video_seed
+from fashionflow.data.clips import ClipTooShortError, clip_starts, frames_needed, reference_candidate_frames, video_seed
 from fashionflow.data.latent_dataset import (CLIP_FORMAT, CLIP_SUFFIX, MANIFEST_NAME, LatentDatasetError,
                                              encoder_metadata, list_clip_files, read_clip_header)
 from fashionflow.utils import atomic_path, atomic_write_text
@@ -105,6 +108,8 @@ class VideoClips:
     fps: float
     original_size: tuple[int, int]  # (height, width)
     clips_in_video: int  # all clips the policy takes from this video, written or not
+    reference_frames: list[int] = field(default_factory=list)  # data.reference_candidates frame indices
+    references: np.ndarray | None = None  # their resized frames uint8 [k, H, W, 3]
     keypoints: np.ndarray | None = None  # data.poses: float32 [n, f, 18, 3] in [0, 1] of the resized frames
     pose_source: str = ""  # "sidecar" (the video's NAME.pose.npz) or "extracted"
 
@@ -116,7 +121,7 @@ def load_video_clips(path: Path, cfg: FashionFlowConfig, written: set[int] | Non
     ClipTooShortError naming the reason.
     """
     d = cfg.data
-    limit = frames_needed(d)
+    limit = frames_needed(d) if d.reference_candidates == 0 else None  # candidates span the whole video
     try:  # decode only the frames the policy can use; short videos need the full count
         video, fps = read_video(path, 0, limit) if limit else read_video(path)
     except VideoReadError:
@@ -130,7 +135,11 @@ def load_video_clips(path: Path, cfg: FashionFlowConfig, written: set[int] | Non
     for n, start in enumerate(starts):
         for i, frame in enumerate(video[start:start + d.num_frames]):
             frames[n, i] = resize_frame(frame, d.height, d.width, d.resize)
-    clips = VideoClips(path.name, starts, frames, fps, (video.shape[1], video.shape[2]), len(all_starts))
+    candidates = reference_candidate_frames(d, len(video))
+    references = (np.stack([resize_frame(video[i], d.height, d.width, d.resize) for i in candidates])
+                  if candidates else None)
+    clips = VideoClips(path.name, starts, frames, fps, (video.shape[1], video.shape[2]), len(all_starts),
+                      candidates, references)
     if d.poses:
         clips.keypoints, clips.pose_source = clip_keypoints(path, clips, cfg)
     return clips
@@ -213,6 +222,27 @@ def encode_clip(frames: np.ndarray, cfg: FashionFlowConfig, enc: Encoders, seed:
     }
 
 
+@torch.no_grad()
+def encode_reference_candidates(clips: VideoClips, cfg: FashionFlowConfig, enc: Encoders) -> dict[str, torch.Tensor]:
+    """A video's reference candidates -> the tensors every clip file of the video holds (CPU):
+    reference_frames int64 [k], reference_images uint8 [k, 3, H, W], reference_latent_mean /
+    reference_latent_std float32 [k, 4, h, w], reference_clip_hidden_states float32 [k, n, C]."""
+    from fashionflow.encoders import clip_hidden_states, encode_latent_dist
+
+    if clips.references is None:
+        return {}
+    images01 = torch.from_numpy(clips.references).to(enc.device).permute(0, 3, 1, 2).float() / 255.0
+    mean, std = encode_latent_dist(enc.vae, images01, cfg.encoders, chunk_size=enc.batch_size)
+    clip = clip_hidden_states(enc.image_encoder, enc.processor, images01, cfg.encoders.preprocessing)
+    return {
+        "reference_frames": torch.tensor(clips.reference_frames, dtype=torch.int64),
+        "reference_images": torch.from_numpy(np.ascontiguousarray(clips.references.transpose(0, 3, 1, 2))),
+        "reference_latent_mean": mean.float().cpu().contiguous(),
+        "reference_latent_std": std.float().cpu().contiguous(),
+        "reference_clip_hidden_states": clip.float().cpu().contiguous(),
+    }
+
+
 def clip_metadata(cfg: FashionFlowConfig, clips: VideoClips, index: int, encode_dtype: str) -> dict[str, str]:
     """safetensors string metadata of one clip (read back by the dataset and the manifest)."""
     d = cfg.data
@@ -231,6 +261,7 @@ def clip_metadata(cfg: FashionFlowConfig, clips: VideoClips, index: int, encode_
         "resize": d.resize,
         "latent_dtype": d.latent_dtype,
         "sampled": str(d.sample_latent).lower(),
+        "reference_candidates": str(len(clips.reference_frames)),
         **({"poses": clips.pose_source} if clips.keypoints is not None else {}),
         "encode_dtype": encode_dtype,
         "config_hash": config_hash(cfg),
@@ -390,8 +421,9 @@ def project_videos(cfg: FashionFlowConfig, videos: list[Path], output_dir: Path,
 
 def _write_clips(clips: VideoClips, cfg: FashionFlowConfig, output_dir: Path, enc: Encoders) -> int:
     seed = video_seed(cfg.data, clips.name)
+    references = encode_reference_candidates(clips, cfg, enc) if clips.starts else {}
     for index, start in enumerate(clips.starts):
-        tensors = encode_clip(clips.frames[index], cfg, enc, distributed.derive_seed(seed, start))
+        tensors = {**encode_clip(clips.frames[index], cfg, enc, distributed.derive_seed(seed, start)), **references}
         if clips.keypoints is not None:
             tensors["keypoints"] = torch.from_numpy(np.ascontiguousarray(clips.keypoints[index]))
         metadata = clip_metadata(cfg, clips, index, enc.dtype_name)

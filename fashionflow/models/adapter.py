@@ -11,18 +11,27 @@ from einops import rearrange
 from torch import nn
 
 
+INPUTS = ("clip_and_vae", "clip", "vae", "disabled")
+
+
 class ImageConditionAdapter(ModelMixin, ConfigMixin):
     """CLIP hidden states [b, n, d] + image latent [b, c, h, w] -> context [b, n, d].
 
     The latent is 2x2 max-pooled, each channel flattened to (h/2)(w/2) values and projected to
     d, giving c extra tokens after the n CLIP tokens; a Linear(n + c, n) along the token axis,
     initialised to the identity on the CLIP tokens, mixes them back to n tokens.
+
+    `inputs` (paper Table 2 ablation, `model.global_conditioning`): "clip_and_vae" (released),
+    "clip" (the VAE tokens are zeros), "vae" (the CLIP tokens are zeros), "disabled" (the context is
+    all zeros: no global conditioning; the cross-attention then adds only its biases).
     """
 
     @register_to_config
     def __init__(self, latent_channels: int = 4, latent_height: int = 80, latent_width: int = 64,
-                 context_dim: int = 768, num_context_tokens: int = 50):
+                 context_dim: int = 768, num_context_tokens: int = 50, inputs: str = "clip_and_vae"):
         super().__init__()
+        if inputs not in INPUTS:
+            raise ValueError(f"adapter inputs={inputs!r} is not one of {', '.join(INPUTS)}")
         pooled = (latent_height // 2) * (latent_width // 2)
         self.latent_to_tokens = nn.Linear(pooled, context_dim)  # released: Linear(1280, 768)
         self.token_mixer = nn.Linear(num_context_tokens + latent_channels, num_context_tokens)
@@ -40,6 +49,13 @@ class ImageConditionAdapter(ModelMixin, ConfigMixin):
             raise ValueError(f"CLIP hidden states must be [b, {cfg.num_context_tokens}, {cfg.context_dim}], "
                              f"got {tuple(clip_hidden_states.shape)}")
         dtype = self.latent_to_tokens.weight.dtype
+        if cfg.inputs == "disabled":
+            return clip_hidden_states.new_zeros(clip_hidden_states.shape, dtype=dtype)
         pooled = rearrange(F.max_pool2d(image_latent.to(dtype), 2), "b c h w -> b c (h w)")
-        tokens = torch.cat((clip_hidden_states.to(dtype), self.latent_to_tokens(pooled)), dim=1)  # b (n+c) d
+        clip_tokens, vae_tokens = clip_hidden_states.to(dtype), self.latent_to_tokens(pooled)
+        if cfg.inputs == "clip":
+            vae_tokens = torch.zeros_like(vae_tokens)
+        elif cfg.inputs == "vae":
+            clip_tokens = torch.zeros_like(clip_tokens)
+        tokens = torch.cat((clip_tokens, vae_tokens), dim=1)  # b (n+c) d
         return rearrange(self.token_mixer(rearrange(tokens, "b n d -> b d n")), "b d n -> b n d")

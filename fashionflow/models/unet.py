@@ -12,8 +12,10 @@ Each module initialises itself as released: temporal convs Dirac (identity), att
 projections zero, upsampling kernels repeated per sub-pixel.
 
 Optional conditions (off in the released preset, built only when on, zero-initialised so a
-fresh one leaves the model as it was): `pose_guider_channels` (None = off) adds the pose guider's features of the
-rendered skeletons after conv_in (models/pose_guider.py; Animate Anyone Sec. 3.2).
+fresh one leaves the model as it was): `max_references` > 0 adds a reference attention after
+every level's image cross-attention (models/references.py); `pose_guider_channels` (None = off)
+adds the pose guider's features of the rendered skeletons after conv_in (models/pose_guider.py;
+Animate Anyone Sec. 3.2).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 from fashionflow.models.attention import ImageCrossAttention, SpatioTemporalAttention
 from fashionflow.models.layers import Downsample, PseudoConv3d, ResnetBlock, SinusoidalTimestepEmbedding, Upsample
 from fashionflow.models.pose_guider import PoseGuider
+from fashionflow.models.references import ReferenceConditioning
 
 
 class DownLevel(nn.Module):
@@ -59,7 +62,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
     _supports_gradient_checkpointing = True
     # state-dict prefixes of optional, zero-initialised conditions: a checkpoint without them
     # (e.g. the released single-image model) initialises a model with them (`load_base_weights`)
-    optional_condition_prefixes = ("pose_guider.",)
+    optional_condition_prefixes = ("references.", "pose_guider.")
 
     @register_to_config
     def __init__(
@@ -75,6 +78,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         attention_head_dim: int = 64,
         groups: int = 8,
         context_dim: int = 768,
+        max_references: int = 0,
         pose_guider_channels: tuple[int, ...] | None = None,
     ):
         super().__init__()
@@ -103,6 +107,13 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         self.up_levels = nn.ModuleList(UpLevel(*args, **shared) for args in reversed(level_args))  # deepest first
         self.conv_out = PseudoConv3d(base_dim, in_channels, kernel_size=3)
         self.skip_scale = 2 ** -0.5
+        self.references = None
+        if max_references > 0:
+            widths = lambda levels: [level.cross_attention.to_q.in_features for level in levels]  # noqa: E731
+            heads = lambda levels: [level.cross_attention.heads for level in levels]  # noqa: E731
+            self.references = ReferenceConditioning(widths(self.down_levels), widths(self.up_levels),
+                                                    heads(self.down_levels), heads(self.up_levels), context_dim,
+                                                    max_references)
         # skeleton images [b, 3, f, H, W] -> [b, base_dim, f, h, w], added after conv_in
         self.pose_guider = PoseGuider(base_dim, 3, tuple(pose_guider_channels)) if pose_guider_channels else None
 
@@ -139,11 +150,28 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         if pose_mask is not None and tuple(pose_mask.shape) != (b,):
             raise ValueError(f"pose_mask must be bool [b] = [{b}], got {list(pose_mask.shape)}")
 
+    def _reference_inputs(self, references, reference_mask, batch: int):
+        """(references, mask) to run the reference attentions with, or None to skip them (R = 0).
+
+        All-masked references still run (they add exactly zero), so every parameter is in the
+        graph of every training step, as DistributedDataParallel requires.
+        """
+        if references is None or references.shape[1:2] == (0,):
+            return None
+        if self.references is None:
+            raise ValueError("references given, but this model has no reference conditioning "
+                             "(model.max_references=0)")
+        return references, self.references.check(references, reference_mask, batch, self.config.context_dim)
+
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor | float | int,
-                context: torch.Tensor, *, pose: torch.Tensor | None = None,
+                context: torch.Tensor, *, references: torch.Tensor | None = None,
+                reference_mask: torch.Tensor | None = None, pose: torch.Tensor | None = None,
                 pose_mask: torch.Tensor | None = None) -> torch.Tensor:
         """latents [b, c, f, h, w], timesteps [b] or scalar, context [b, n, d] -> noise [b, c, f, h, w].
 
+        references [b, r, n, d]: adapter tokens of r extra views per video (r may be 0; needs
+        model.max_references >= r); reference_mask bool [b, r], True = a real reference (for
+        batches whose videos have different r). None, r = 0 or all masked: the base model.
         pose [b, 3, f, 8h, 8w]: rendered skeletons in [0, 1] (model.pose_guider); pose_mask bool
         [b], False = that video's pose is dropped (its guider features are zeroed). None: no pose.
         """
@@ -152,6 +180,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
             self.check_pose(pose, pose_mask, latents)
         if context.ndim != 3 or context.shape[-1] != self.config.context_dim:
             raise ValueError(f"context must be [b, n, {self.config.context_dim}], got {tuple(context.shape)}")
+        refs = self._reference_inputs(references, reference_mask, latents.shape[0])
         timesteps = torch.as_tensor(timesteps, device=latents.device)
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(latents.shape[0])
@@ -165,7 +194,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
                 guide = guide * pose_mask.to(guide.dtype)[:, None, None, None, None]
             x = x + guide
         skips = []
-        for level in self.down_levels:
+        for index, level in enumerate(self.down_levels):
             x = self._run(level.resnet_in, x, t)
             skips.append(x)
             for resnet in level.resnets:
@@ -175,12 +204,14 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
             skips.append(x)
             x = level.downsample(x)
             x = self._run(level.cross_attention, x, context)
+            if refs is not None:
+                x = self._run(self.references.down[index], x, *refs)
 
         x = self._run(self.mid_resnet1, x, t)
         x = self._run(self.mid_attention, x)
         x = self._run(self.mid_resnet2, x, t)
 
-        for level in self.up_levels:
+        for index, level in enumerate(self.up_levels):
             x = level.upsample(x)
             x = torch.cat((skips.pop() * self.skip_scale, x), dim=1)
             x = self._run(level.resnet_in, x, t)
@@ -190,4 +221,6 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
             if level.attention is not None:
                 x = self._run(level.attention, x)
             x = self._run(level.cross_attention, x, context)
+            if refs is not None:
+                x = self._run(self.references.up[index], x, *refs)
         return self.conv_out(x)

@@ -71,6 +71,8 @@ class DenoisingLoss(nn.Module):
 
     latents [b, c, f, h, w] (clean), clip_hidden_states [b, n, d], image_latent [b, c, h, w],
     keep_context [b] bool (False = condition dropped), timesteps [b], noise like latents;
+    with references (model.max_references = R): reference_clip [b, R, n, d], reference_latent
+    [b, R, c, h, w] and reference_mask [b, R], each reference through the same adapter.
     with the pose guider (keywords): pose [b, 3, f, H, W] skeleton images, pose_mask [b] bool.
     """
 
@@ -80,12 +82,19 @@ class DenoisingLoss(nn.Module):
         self.adapter = adapter
         self.scheduler, self.diffusion_cfg = scheduler, diffusion_cfg
 
-    def forward(self, latents, clip_hidden_states, image_latent, keep_context, timesteps, noise, *,
-                pose=None, pose_mask=None):
+    def forward(self, latents, clip_hidden_states, image_latent, keep_context, timesteps, noise,
+                reference_clip=None, reference_latent=None, reference_mask=None, *, pose=None, pose_mask=None):
         context = self.adapter(clip_hidden_states, image_latent)
         if keep_context is not None:  # classifier-free guidance: the null context is all zeros
             context = torch.where(keep_context[:, None, None], context, null_context(context))
-        conditions = {"pose": pose, "pose_mask": pose_mask} if pose is not None else None
+        conditions = {"pose": pose, "pose_mask": pose_mask} if pose is not None else {}
+        if reference_mask is not None:
+            tokens = self.adapter(rearrange(reference_clip, "b r n d -> (b r) n d"),
+                                  rearrange(reference_latent, "b r c h w -> (b r) c h w"))
+            if keep_context is not None:  # a dropped condition drops the references too
+                reference_mask = reference_mask & keep_context[:, None]
+            conditions.update(references=rearrange(tokens, "(b r) n d -> b r n d", b=len(reference_mask)),
+                              reference_mask=reference_mask)
         return diffusion_loss(self.unet, latents, context, self.scheduler, self.diffusion_cfg,
                               timesteps=timesteps, noise=noise, conditions=conditions)
 
@@ -110,7 +119,39 @@ def draw_step_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Gener
     timesteps = torch.randint(0, cfg.diffusion.num_train_timesteps, (b,), generator=generator, device=device)
     noise = torch.randn(latents.shape, generator=generator, device=device)
     clip_hidden_states = batch["clip_hidden_states"].to(device, non_blocking=True)
-    return latents, clip_hidden_states, image_latent, keep_context, timesteps, noise
+    inputs = (latents, clip_hidden_states, image_latent, keep_context, timesteps, noise)
+    if cfg.model.max_references > 0:  # drawn after the single-image draws, which stay as they were
+        inputs += draw_references(batch, cfg, generator, device)
+    return inputs
+
+
+def draw_references(batch: dict, cfg: FashionFlowConfig, generator: torch.Generator, device: torch.device):
+    """Which of its video's reference candidates each clip trains with, and a VAE sample of each.
+
+    Per clip: with probability `train.reference_dropout` none; else r ~ U{1 .. min(R, valid)} of
+    the valid candidates (not the clip's own conditioning frame), chosen uniformly at random.
+    Returns reference_clip [b, R, n, d], reference_latent [b, R, c, h, w], reference_mask [b, R]
+    (R = model.max_references; unused slots masked).
+    """
+    limit = cfg.model.max_references
+    valid = batch["reference_valid"].to(device)  # b k
+    b, k = valid.shape
+    scores = torch.rand(b, k, generator=generator, device=device).masked_fill(~valid, 2.0)  # invalid last
+    chosen = scores.argsort(dim=1, stable=True)[:, :limit]  # b min(R, k): a random order of the valid ones
+    available = valid.sum(dim=1).clamp(max=limit)
+    count = (1 + torch.rand(b, generator=generator, device=device) * available).floor().long()
+    count = torch.minimum(count, available)
+    dropped = torch.rand(b, generator=generator, device=device) < cfg.train.reference_dropout
+    count = torch.where(dropped, torch.zeros_like(count), count)
+    pick = lambda name: torch.stack([batch[name][i].to(device)[chosen[i]] for i in range(b)])  # noqa: E731
+    mean, std, clip = pick("reference_latent_mean"), pick("reference_latent_std"), pick("reference_clip_hidden_states")
+    latent = mean + std * torch.randn(mean.shape, generator=generator, device=device)
+    mask = torch.arange(chosen.shape[1], device=device)[None] < count[:, None]
+    missing = limit - chosen.shape[1]  # fewer candidates than R: masked zero slots
+    if missing:
+        pad = lambda x: torch.cat([x, x.new_zeros(b, missing, *x.shape[2:])], dim=1)  # noqa: E731
+        clip, latent, mask = pad(clip), pad(latent), pad(mask)
+    return clip, latent, mask
 
 
 def draw_pose_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Generator, device: torch.device) -> dict:
@@ -139,8 +180,8 @@ def compile_options(t) -> Optional[dict]:
 def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig) -> list[str]:
     """Start from a converted checkpoint folder (unet/, adapter/) or the authors' released .pth.
 
-    The checkpoint may lack the weights of optional conditions the model has (a pose guider):
-    they keep their zero init, so the model starts as the checkpoint. Returns those missing keys.
+    The checkpoint may lack the weights of optional conditions the model has (references, a pose
+    guider): they keep their zero init, so the model starts as the checkpoint. Returns those missing keys.
     """
     path = Path(path)
     if path.is_file():
@@ -155,7 +196,7 @@ def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig
                                            f"or fashionflow checkpoint) or the released .pth file; {name}/ is missing")
         states = {name: ckpt.load_weights(path / name) for name in ("unet", "adapter")}
     adapter.load_state_dict(states["adapter"])
-    return load_base_weights(unet, states["unet"])  # a checkpoint without a pose guider: it starts at zero
+    return load_base_weights(unet, states["unet"])  # a single-image checkpoint: new conditions start at zero
 
 
 def _open_writer(run_dir: Path, start_step: int, ctx: DistributedContext):

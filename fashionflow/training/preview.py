@@ -6,7 +6,10 @@ videos. They are loaded from `encoders.*`; when that fails (e.g. weights not dow
 training still runs, checkpoints hold unet/, adapter/ and scheduler/ with a note, and no
 previews are rendered. Previews use a fast sampler (`train.sample_sampler`, `train.sample_steps`;
 released: 1000-step DDPM) from a fixed image: `train.validation_image`, else the first
-training clip's conditioning image; fixed seed `sample.seed`, so previews are comparable. TensorBoard gets the conditioning image, a strip of frames and,
+training clip's conditioning image; fixed seed `sample.seed`, so previews are comparable.
+A model with references (`model.max_references`) previews the first training clip with up to
+that many of its valid reference candidates. TensorBoard gets the conditioning image (beside
+its references), a strip of frames and,
 when moviepy is installed (tensorboardX needs it for videos), the video; RUN/samples/ the mp4.
 A pose-guided model (`model.pose_guider`) previews the first training clip driven by its own
 stored poses, and TensorBoard also gets the driving skeletons above the frames.
@@ -59,6 +62,11 @@ class PreviewMaker:
             self.image_name = Path(cfg.train.validation_image).name
         else:
             self.image, self.image_name = dataset[0]["image"], dataset.names[0]
+        self.references = []  # uint8 [3, H, W] each
+        if cfg.model.max_references > 0 and not cfg.train.validation_image:
+            first = dataset[0]
+            valid = first["reference_valid"].nonzero().flatten()[:cfg.model.max_references]
+            self.references = [first["reference_images"][i] for i in valid]
         # a pose-guided model previews the first training clip driven by its own poses (they are in
         # its frame: no alignment); a validation image has no poses of its own: pose-free preview
         self.poses = (dataset[0]["keypoints"].numpy() if cfg.model.pose_guider and not cfg.train.validation_image
@@ -86,7 +94,8 @@ class PreviewMaker:
         unet.eval(), adapter.eval()
         try:
             generator = torch.Generator(self.ctx.device).manual_seed(cfg.sample.seed)
-            output = pipeline(self.image.float() / 255.0, num_frames=cfg.sample.num_frames,
+            references = [[r.float() / 255.0 for r in self.references]] if self.references else None
+            output = pipeline(self.image.float() / 255.0, num_frames=cfg.sample.num_frames, reference_images=references,
                               num_inference_steps=cfg.train.sample_steps, guidance_scale=cfg.sample.guidance_scale,
                               init_strength=cfg.sample.init_strength, generator=generator,
                               output_type="np", poses=self.poses, align=False)
@@ -95,7 +104,8 @@ class PreviewMaker:
             unet.train(was_training[0]), adapter.train(was_training[1])
         path = write_mp4(self.run_dir / "samples" / f"step-{step:07d}.mp4", frames, fps=cfg.sample.fps)
         if writer is not None:
-            writer.add_image("preview/conditioning_image", self.image.numpy(), step, dataformats="CHW")
+            sheet = torch.cat([self.image, *self.references], dim=2)  # the image, then its references: 3 H (1+r)W
+            writer.add_image("preview/conditioning_image", sheet.numpy(), step, dataformats="CHW")
             writer.add_image("preview/frames", contact_sheet(frames), step, dataformats="HWC")
             if output.poses is not None:  # the driving skeletons above the frames they drove
                 from fashionflow.generate import pose_strip
@@ -104,5 +114,6 @@ class PreviewMaker:
             if _has_moviepy():  # tensorboardX encodes videos (GIF) with moviepy, an optional package
                 video = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0).numpy()  # 1 f 3 h w uint8
                 writer.add_video("preview/video", video, step, fps=cfg.sample.fps)
-        log(f"preview {path} (conditioning image {self.image_name})", self.ctx)
+        log(f"preview {path} (conditioning image {self.image_name}"
+            f"{f', {len(self.references)} references' if self.references else ''})", self.ctx)
         return path

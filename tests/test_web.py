@@ -1,0 +1,241 @@
+"""The web page (fashionflow/web.py, app.py): its checks in-process, the /generate API through
+gradio_client against a live `python app.py`, and the page in headless Debian chromium.
+
+The live server runs the demo model from a copy whose config.yaml asks for 4 frames and 2
+steps by default, so every generation takes about a second on the CPU and the defaults are
+seen to come from the folder's config."""
+
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+from selenium.webdriver.common.by import By
+
+from fashionflow import browser
+from fashionflow.config import load_config, save_config
+from fashionflow.video_io import read_video
+from fashionflow.generate import Settings
+from fashionflow.web import (Defaults, Model, OptionalInput, Runner, build_page, check_photo, load_model, model_status,
+                             request_settings, with_optional)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "checkpoint" / "demo"
+PHOTO = ROOT / "fashion_dataset" / "demo" / "synthetic_00200.png"
+DEFAULT_FRAMES, DEFAULT_STEPS = 4, 2
+UPLOAD_LIMIT_KB = 300
+
+
+def write_corrupt_jpeg(path: Path) -> Path:
+    """A JPEG cut off halfway (an interrupted copy): it opens, it does not decode."""
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, format="JPEG")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+# --- in-process: the checks behind the page's messages ------------------------------------------
+
+def write_text(path: Path) -> Path:
+    path.write_text("not a photo")
+    return path
+
+
+def write_png(size):
+    def write(path: Path) -> Path:
+        Image.new("RGB", size, (200, 30, 30)).save(path, format="PNG")
+        return path
+    return write
+
+
+@pytest.mark.parametrize("make, message", [
+    (write_text, "notes.jpg: not an image file"),
+    (write_corrupt_jpeg, "notes.jpg: cannot decode the image"),
+    (write_png((20, 40)), "notes.jpg: image is too small (20x40"),
+    (write_png((200, 300)), "notes.jpg: the photo has too many pixels (200x300"),
+])
+def test_bad_photos_get_one_line_naming_the_upload(tmp_path, make, message):
+    path = make(tmp_path / "gradio-cache-name.bin")
+    with pytest.raises(gr.Error) as caught:
+        check_photo(path, "notes.jpg", max_pixels=50_000)
+    assert caught.value.message.startswith(message)
+    assert str(tmp_path) not in caught.value.message  # the server's file names stay on the server
+    check_photo(PHOTO, PHOTO.name)  # a good photo passes
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(frames=5), "frames must be a whole number from 2 to 140, a multiple of 2; got 5"),
+    (dict(steps=0), "steps must be a whole number from 1 to 1000"),
+    (dict(steps="many"), "steps must be a number, got 'many'"),
+    (dict(sampler="euler"), "sampler must be one of ddpm, ddim, dpm; got 'euler'"),
+    (dict(init_strength=0), "init strength must be in (0.0, 1.0]"),
+    (dict(resize="zoom"), "resize must be one of stretch, crop, pad"),
+])
+def test_settings_out_of_range_are_named(values, message):
+    good = dict(sampler="ddim", steps=3, guidance=1.0, init_strength=0.5, frames=8, seed=1, resize="crop")
+    sampler, settings = request_settings(Defaults(), **good)
+    assert (sampler, settings.steps, settings.num_frames, settings.seed, settings.resize) == ("ddim", 3, 8, 1, "crop")
+    with pytest.raises(gr.Error) as caught:
+        request_settings(Defaults(), **{**good, **values})
+    assert caught.value.message.startswith(message)
+
+
+def test_a_model_folder_that_does_not_load_is_a_message_on_the_page(tmp_path):
+    (tmp_path / "broken" / "unet").mkdir(parents=True)
+    (tmp_path / "broken" / "model_index.json").write_text("{not json")
+    for folder in (tmp_path / "missing", tmp_path / "broken"):
+        model = load_model(folder)
+        assert model.pipe is None and model.error.startswith(f"The model in {folder} did not load: ")
+        assert model.error in model_status(model, is_demo=False)
+        build_page(model, tmp_path / "work")  # the page still builds, with the message on it
+        with pytest.raises(gr.Error) as caught:
+            Runner(model, Defaults(), tmp_path / "work")({"path": str(PHOTO), "orig_name": PHOTO.name})
+        assert caught.value.message == model.error
+
+
+def test_optional_inputs_appear_only_when_the_model_supports_them(tmp_path):
+    """The extension point for reference views / poses: shown and in /generate's arguments only when
+    supported, after every defaulted setting; its value lands in generate.Settings."""
+    rate = OptionalInput("fps", supported=lambda model: model.checkpoint.name == "takes-fps",
+                         component=lambda: gr.Number(label="Frame rate", elem_id="fps"), convert=float)
+    for name, shown in (("takes-fps", True), ("plain", False)):
+        page = build_page(Model(tmp_path / name), tmp_path / "work", optional=[rate])
+        ids = [component.get("props", {}).get("elem_id") for component in page.config["components"]]
+        parameters = page.get_api_info()["named_endpoints"]["/generate"]["parameters"]
+        assert ("fps" in ids) == shown and len(parameters) == 8 + shown
+        assert parameters[0]["parameter_name"] == "photo" and all(p["parameter_has_default"] for p in parameters[1:])
+        assert [p["parameter_name"] for p in parameters][8:] == ["fps"] * shown
+    assert with_optional(Settings(), [rate], {"fps": "12"}).fps == 12.0
+    assert with_optional(Settings(), [rate], {"fps": None}).fps == with_optional(Settings(), [rate], {}).fps == 25
+
+
+def test_no_photo_is_a_message():
+    with pytest.raises(gr.Error, match="Upload a photo first"):
+        Runner(Model(DEMO, pipe=object()), Defaults(), Path("unused"))(None)
+
+
+# --- a live server ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """app.py on the demo model, defaults 4 frames / 2 steps, a 300 KB upload limit, no network."""
+    checkpoint = tmp_path_factory.mktemp("web") / "demo"
+    shutil.copytree(DEMO, checkpoint)
+    cfg = load_config(checkpoint / "config.yaml")
+    cfg.sample.num_frames, cfg.sample.num_inference_steps = DEFAULT_FRAMES, DEFAULT_STEPS
+    save_config(cfg, checkpoint / "config.yaml")
+    with browser.AppServer(["--checkpoint", str(checkpoint), "--max-file-size", f"{UPLOAD_LIMIT_KB}kb"]) as app:
+        yield app
+        assert not app.network_calls(), app.network_calls()
+        assert "Traceback" not in app.log(), app.log()  # bad inputs are messages, not crashes
+
+
+def frame_count(path) -> int:
+    frames, _ = read_video(path)
+    return len(frames)
+
+
+def test_api_generate_takes_the_photo_and_defaults_the_rest(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server.url, verbose=False)
+    video = client.predict(handle_file(str(PHOTO)), api_name="/generate")
+    frames, _ = read_video(video)
+    assert frames.shape == (DEFAULT_FRAMES, 128, 128, 3)  # the folder's config.yaml gave the defaults
+    video = client.predict(handle_file(str(PHOTO)), frames=6, steps=1, sampler="dpm", seed=3, api_name="/generate")
+    assert frame_count(video) == 6
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(Exception, match="notes.txt: not an image file"):
+        client.predict(handle_file(str(notes)), api_name="/generate")
+    with pytest.raises(Exception, match="frames must be a whole number"):
+        client.predict(handle_file(str(PHOTO)), frames=3, api_name="/generate")
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > UPLOAD_LIMIT_KB * 1024
+    with pytest.raises(Exception, match="(?i)file size|too large|exceeds"):
+        client.predict(handle_file(str(big)), api_name="/generate")
+    assert frame_count(client.predict(handle_file(str(PHOTO)), api_name="/generate")) == DEFAULT_FRAMES  # still usable
+
+
+def test_two_requests_at_once_are_queued_not_mixed(server):
+    """Two requests at once (the same multistep sampler, different lengths and seeds) give what each gives alone."""
+    from gradio_client import Client, handle_file
+
+    requests = {2: dict(frames=2, seed=5), 8: dict(frames=8, seed=6)}
+    shared = dict(sampler="dpm", steps=12, init_strength=1.0, api_name="/generate")
+    clients = {frames: Client(server.url, verbose=False) for frames in requests}
+    alone = read_video(clients[2].predict(handle_file(str(PHOTO)), **requests[2], **shared))[0]
+    jobs = {frames: clients[frames].submit(handle_file(str(PHOTO)), **requests[frames], **shared)
+            for frames in requests}
+    results = {frames: job.result(timeout=120) for frames, job in jobs.items()}
+    assert {frames: frame_count(path) for frames, path in results.items()} == {2: 2, 8: 8}
+    np.testing.assert_array_equal(read_video(results[2])[0], alone)
+
+
+def test_generate_reports_progress_per_denoising_step(server):
+    from gradio_client import Client, handle_file
+
+    job = Client(server.url, verbose=False).submit(handle_file(str(PHOTO)), frames=8, steps=40, init_strength=1.0,
+                                                   api_name="/generate")
+    seen = set()
+    while not job.done():
+        for unit in job.status().progress_data or []:
+            seen.add((unit.index, unit.length))
+        time.sleep(0.05)
+    assert frame_count(job.result()) == 8
+    steps_seen = {index for index, length in seen if length == 40}
+    assert len(steps_seen) >= 2 and max(steps_seen) > min(steps_seen), seen  # the bar moved through the 40 steps
+
+
+# --- a real browser ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def page(server):
+    reason = browser.browser_missing()
+    if reason:
+        pytest.skip(reason)
+    with browser.chromium() as driver:
+        browser.open_page(driver, server.url)
+        yield driver
+
+
+def test_page_loads_everything_from_the_server(page, server):
+    urls = browser.requested_urls(page)
+    assert any(url.startswith(server.url) for url in urls)
+    assert browser.external(urls) == []
+    assert page.title == "FashionFlow"
+    assert "Model:" in browser.page_text(page)
+
+
+def test_upload_generate_and_play_in_the_browser(page, tmp_path):
+    browser.set_number(page, "frames", 6)
+    browser.upload_photo(page, PHOTO)
+    browser.click(page, "generate")
+    url = browser.wait_for_video(page)
+    assert frame_count(browser.download(url, tmp_path)) == 6  # the page's value reached the pipeline
+    state = browser.play_video(page)
+    assert state["error"] is None and state["currentTime"] > 0 and (state["width"], state["height"]) == (128, 128)
+    browser.wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, "#strip img"), 30, "no frame strip")
+    links = [unquote(a.get_attribute("href")) for a in page.find_elements(By.CSS_SELECTOR, "#download a")]
+    assert any(link.endswith("/synthetic_00200_0.mp4") for link in links), links
+    assert browser.external(browser.requested_urls(page)) == []
+
+
+def test_corrupt_upload_shows_its_message_and_the_page_stays_usable(page, tmp_path):
+    previous = browser.video_source(page)
+    browser.upload_photo(page, write_corrupt_jpeg(tmp_path / "broken.jpg"))
+    browser.click(page, "generate")
+    browser.wait(page, lambda d: "broken.jpg: cannot decode the image" in browser.page_text(d), 60,
+                 "no error message on the page")
+    assert "Traceback" not in browser.page_text(page)
+    browser.click_example(page, 0, PHOTO.name)
+    browser.set_number(page, "frames", 8)
+    browser.click(page, "generate")
+    url = browser.wait_for_video(page, previous)
+    assert frame_count(browser.download(url, tmp_path)) == 8
