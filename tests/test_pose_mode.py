@@ -95,6 +95,35 @@ def test_checkpoint_without_guider_loads_and_pose_mask_drops_poses():
         load_config(TINY, POSE + ["model.pose_guider_channels=[16,32]"])
 
 
+def test_references_and_poses_together_start_as_the_base_model_and_both_act():
+    cfg = load_config(TINY, POSE + ["model.max_references=2"])
+    torch.manual_seed(0)
+    base, _ = build_models(load_config(TINY).model)
+    torch.manual_seed(0)
+    both, _ = build_models(cfg.model)  # references, then the guider, are built after the base layers
+    assert both.optional_condition_prefixes == ("references.", "pose_guider.")
+    assert sorted({k.split(".")[0] for k in load_base_weights(both, base.state_dict())}) == ["pose_guider",
+                                                                                            "references"]
+    latents, t, context, pose = unet_inputs(cfg)
+    references = torch.randn(2, 2, *context.shape[1:], generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = base(latents, t, context)
+        assert torch.equal(both(latents, t, context, references=references, pose=pose), expected)
+        perturb_guider(both)
+        posed = both(latents, t, context, pose=pose)
+        assert torch.equal(both(latents, t, context, references=references, pose=pose), posed)  # refs still zero
+        assert not torch.allclose(posed, expected)
+
+
+
+def test_pipeline_takes_references_and_poses_together_with_guidance(tmp_path):
+    pipe, _ = build_tiny_pipeline(tmp_path, load_config(TINY, POSE + ["model.max_references=2"]))
+    pipe.set_progress_bar_config(disable=True)
+    out = run(pipe, reference_images=[[torch.rand(3, 128, 128)]], poses=motion_keypoints("turn", 4), align=False,
+              guidance_scale=2.0)
+    assert out.frames.shape == (1, 4, 128, 128, 3) and out.poses[0].shape == (4, 18, 3)
+
+
 # ------------------------------------------------------------------------ poses for one video
 
 def test_driving_poses_resample_align_and_frame_zero_is_the_reference():
