@@ -3,6 +3,8 @@
     python inference.py                                   # demo model on fashion_dataset/demo/
     python inference.py --checkpoint checkpoint/fashionflow --image photo.jpg --sampler dpm --steps 25
     python inference.py --checkpoint checkpoint/fashionflow --dataset fashion_dataset/test --sampler ddpm
+    python inference.py --checkpoint runs/pose/checkpoints/step-0010000 --image photo.jpg --motion turn
+    python inference.py --checkpoint runs/pose/checkpoints/step-0010000 --image photo.jpg --pose-video driving.mp4
     python inference.py --checkpoint runs/refs/checkpoints/step-0010000 --image front.jpg --reference back.jpg side.jpg
 
 --checkpoint is a pipeline folder (training output, or `python -m fashionflow.assemble`).
@@ -32,6 +34,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "needs a model trained with model.max_references")
     parser.add_argument("--num-references", type=int, default=0,
                         help="with --dataset: this many references from other frames spread over each video")
+    driving = parser.add_argument_group("pose-driven mode (a model trained with model.pose_guider)")
+    poses = driving.add_mutually_exclusive_group()
+    poses.add_argument("--pose-video", help="driving video: its poses (extracted offline) drive every video")
+    poses.add_argument("--pose", help="driving keypoints: .npy float [f, 18, 3] (ours), DWPose .npy (MusePose), "
+                                      "OpenPose .json or folder, or a .pose.npz sidecar")
+    poses.add_argument("--motion", choices=("turn", "sway", "catwalk"), help="a built-in motion")
+    driving.add_argument("--no-align", action="store_true",
+                         help="use the driving poses as they are, not fitted to the person in each input")
     parser.add_argument("--num-videos", type=int, default=1, help="videos per conditioning image")
     parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpm"), help="default: config's sample.sampler")
     parser.add_argument("--steps", type=int, help="denoising steps (default: config, or 1000 ddpm / 25 otherwise)")
@@ -40,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="1 = start from pure noise (released); below 1, start that far down from frame 0 "
                              "repeated and noised (default: config's sample.init_strength)")
     parser.add_argument("--seed", type=int, help="video j of the run uses seed + j")
-    parser.add_argument("--frames", type=int, help="frames per video (default 70)")
+    parser.add_argument("--frames", type=int,
+                        help="frames per video (default: the config's, 70; with driving poses, as many as they have)")
     parser.add_argument("--fps", type=float, help="frame rate of the mp4 (default 25)")
     parser.add_argument("--decode-chunk-size", type=int, help="frames decoded by the VAE at once (memory)")
     parser.add_argument("--resize", choices=("stretch", "crop", "pad"), default="stretch",
@@ -65,6 +76,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def load_driving_poses(args):
+    """(keypoints [f, 18, 3], width / height of their frames or None, a description) of --pose-video,
+    --pose or --motion, or (None, None, None); ValueError / OSError with one line when unusable."""
+    from fashionflow.pose import MOTION_ASPECT, extract_keypoints, load_keypoints, motion_keypoints
+
+    if args.motion:
+        keypoints = motion_keypoints(args.motion, num_frames=args.frames)
+        return keypoints, MOTION_ASPECT, f"motion {args.motion}"
+    if args.pose:
+        return load_keypoints(args.pose), None, args.pose
+    if args.pose_video:
+        from fashionflow.video_io import read_video
+
+        frames, _ = read_video(args.pose_video)
+        return extract_keypoints(frames), frames.shape[2] / frames.shape[1], args.pose_video
+    return None, None, None
+
+
 def settings_from(args, cfg, pipe):
     """CLI values, else the checkpoint's config.yaml `sample` section, else the released defaults."""
     from fashionflow.diffusion import default_steps
@@ -74,12 +103,14 @@ def settings_from(args, cfg, pipe):
     pick = lambda value, key, fallback: value if value is not None else (getattr(sample, key) if sample else fallback)
     same_sampler = sample is not None and (args.sampler is None or args.sampler == sample.sampler)
     steps = args.steps or (sample.num_inference_steps if same_sampler else default_steps(pipe.scheduler))
-    return Settings(num_videos=args.num_videos, num_frames=pick(args.frames, "num_frames", 70), steps=steps,
+    num_frames = args.frames if args.poses is not None else pick(args.frames, "num_frames", 70)  # None: follow poses
+    return Settings(num_videos=args.num_videos, num_frames=num_frames, steps=steps,
                     guidance=pick(args.guidance, "guidance_scale", 1.0),
                     init_strength=pick(args.init_strength, "init_strength", 1.0), seed=pick(args.seed, "seed", 0),
                     fps=pick(args.fps, "fps", 25.0), decode_chunk_size=pick(args.decode_chunk_size, "decode_chunk_size", 8),
                     resize=args.resize, precision=args.precision, overwrite=args.overwrite,
-                    references=tuple(args.reference), num_references=args.num_references)
+                    references=tuple(args.reference), num_references=args.num_references,
+                    poses=args.poses, pose_aspect=args.pose_aspect, align=not args.no_align)
 
 
 def main(argv=None) -> int:
@@ -97,6 +128,13 @@ def main(argv=None) -> int:
                 "give a pipeline folder from training or `python -m fashionflow.assemble`")
         print(f"error: no FashionFlow pipeline at {checkpoint}: {hint}", file=sys.stderr)
         return 1
+    from fashionflow.video_io import VideoReadError
+
+    try:
+        args.poses, args.pose_aspect, driving = load_driving_poses(args)
+    except (ValueError, OSError, ImportError, VideoReadError) as error:  # unreadable, no person, no mediapipe
+        print(f"error: driving poses: {error}", file=sys.stderr)
+        return 2
     images = args.image or ([] if args.dataset else [DEMO_IMAGES])
     sources, failures = collect_sources(images, args.dataset)
     if not sources:
@@ -114,12 +152,18 @@ def main(argv=None) -> int:
         print(f"error: {wanted} reference image(s) asked for, {checkpoint} takes at most {most} "
               "(model.max_references)", file=sys.stderr)
         return 2
+    if args.poses is not None and not pipe.unet.config.get("pose_guider_channels"):
+        print(f"error: {checkpoint} has no pose guider (trained with model.pose_guider=false), so it cannot follow "
+              f"{driving}; train one with model.pose_guider=true (README, section poses)", file=sys.stderr)
+        return 2
     if is_demo:
         print("note: checkpoint/demo is a tiny demo model trained briefly on CPU; its videos will not look real")
     torch.backends.cudnn.benchmark = True  # every video has the same shapes
     settings = settings_from(args, cfg, pipe)
     print(f"{len(sources)} input(s), {settings.num_videos} video(s) each, {type(pipe.scheduler).__name__} "
-          f"{settings.steps} steps, {settings.num_frames} frames, device {args.device}; writing to {args.output_dir}/")
+          f"{settings.steps} steps, {settings.num_frames or len(args.poses)} frames, device {args.device}"
+          + (f", driven by {driving} ({len(args.poses)} poses{', aligned' if settings.align else ''})"
+             if driving else "") + f"; writing to {args.output_dir}/")
     written, failed = generate_all(pipe, sources, args.output_dir, settings, torch.device(args.device))
     return 1 if failures + failed else 0
 

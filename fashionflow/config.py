@@ -45,6 +45,10 @@ class ModelConfig:
     latent_height: int = 80  # the adapter's Linear(1280, 768) depends on the latent size
     latent_width: int = 64
     gradient_checkpointing: bool = False
+    # pose-driven mode (models/pose_guider.py; off = released): a small conv encoder of the
+    # rendered OpenPose skeletons, its zero-initialised output added after conv_in (Animate Anyone)
+    pose_guider: bool = False
+    pose_guider_channels: tuple[int, ...] = (16, 32, 64, 128)  # 2^(len - 1) must be the VAE factor 8
     # several reference images (models/references.py; off = 0, released): the U-Net attends, per
     # level and per frame, to the adapter tokens of up to this many extra views of the garment
     max_references: int = 0
@@ -104,6 +108,9 @@ class DataConfig:
     latent_dtype: Literal["float32", "float16"] = "float32"
     sample_latent: bool = True  # released: a sampled VAE latent, not the mean
     seed: int = 0
+    # store each clip's OpenPose-18 keypoints [f, 18, 3] with its latents (for model.pose_guider):
+    # a video's NAME.pose.npz sidecar when there is one (synthetic clips), else extracted (MediaPipe)
+    poses: bool = False
     # frames spread over the whole video stored with every clip as reference candidates (VAE
     # latent distribution, CLIP tokens, image, frame index) for model.max_references; 0 = none
     reference_candidates: int = 0
@@ -135,6 +142,9 @@ class TrainConfig:
     compile_mode: Optional[Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = None
     ema_decay: Optional[float] = None  # e.g. 0.9999; None = no EMA (released)
     cond_dropout: float = 0.0  # probability of dropping the image context (for guidance)
+    # with model.pose_guider: probability that a clip trains without its poses, so one model
+    # does both pose-driven and spontaneous motion
+    pose_dropout: float = 0.1
     # with model.max_references: probability that a clip trains without references; otherwise it
     # gets 1..max_references of its video's candidates (other frames than its conditioning frame)
     reference_dropout: float = 0.1
@@ -199,6 +209,12 @@ class FashionFlowConfig:
                               f"data.height/width / 8 ({d.height // 8}x{d.width // 8})")
         if self.sample.num_frames % time:
             raise ConfigError(f"sample.num_frames={self.sample.num_frames} must be a multiple of {time}")
+        if m.pose_guider and 2 ** (len(m.pose_guider_channels) - 1) != 8:
+            raise ConfigError(f"model.pose_guider_channels={list(m.pose_guider_channels)} must have 4 widths: "
+                              "the guider halves the skeleton images once per extra width, down to the latent "
+                              "size (1/8, the VAE's factor)")
+        if not 0.0 <= self.train.pose_dropout <= 1.0:
+            raise ConfigError(f"train.pose_dropout={self.train.pose_dropout} must be in [0, 1]")
         if m.max_references < 0 or d.reference_candidates < 0:
             raise ConfigError("model.max_references and data.reference_candidates must be >= 0")
         if not 0.0 <= self.train.reference_dropout <= 1.0:
@@ -352,7 +368,7 @@ def save_config(cfg: FashionFlowConfig, path: str | os.PathLike) -> None:
 
 # fields added after latent folders were first projected: left out of the hash while at their
 # default, so folders projected before they existed keep their hash
-_HASH_OMITTED_DEFAULTS = {("data", "reference_candidates"): 0}
+_HASH_OMITTED_DEFAULTS = {("data", "reference_candidates"): 0, ("data", "poses"): False}
 
 
 def config_hash(cfg: FashionFlowConfig, sections: tuple[str, ...] = ("data", "encoders")) -> str:

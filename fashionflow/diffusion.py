@@ -119,7 +119,7 @@ def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.
        `loss_on_first_frame=False` leaves frame 0 out; `loss_reduction="mean"` averages frames.
        With `prediction_type="v_prediction"` the target is v = sqrt(abar) eps - sqrt(1 - abar) x0
        of the same (frame-0-zeroed) noise, so clean frame 0's target is -sqrt(1 - abar) x0.
-    `conditions`: optional U-Net keyword inputs (references, reference_mask).
+    `conditions`: optional U-Net keyword inputs (references, reference_mask, pose, pose_mask).
     """
     b = latents.shape[0]
     if timesteps is None:
@@ -149,7 +149,8 @@ def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.
 
 def guided_conditions(conditions: dict) -> dict:
     """U-Net keyword inputs for the [null, cond] batch of classifier-free guidance: the null half
-    has no references (guidance drops the image conditions; frame 0 stays)."""
+    has no references (guidance drops the image conditions; frame 0 stays); poses stay in both
+    halves (the motion is the same, guidance sharpens the image)."""
     doubled = {name: torch.cat([value, value]) for name, value in conditions.items() if value is not None}
     if "references" in doubled:
         mask = conditions.get("reference_mask")
@@ -202,7 +203,8 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
     scheduler state is fp32 and the U-Net runs under `autocast_dtype` (CPU or CUDA; None = none).
     Guidance: eps = eps_null + s (eps_cond - eps_null), with the all-zeros null context; s = 1 skips it.
     `init_strength` 1.0 starts from pure noise (released); below 1, see `first_frame_start`.
-    `conditions`: optional U-Net keyword inputs (references [b, r, n, C], reference_mask [b, r]).
+    `conditions`: optional U-Net keyword inputs (references [b, r, n, C], reference_mask [b, r], pose [b, 3, f, H, W],
+    pose_mask [b]).
     `local_conditioning=False` (paper Table 2 ablation): frame 0 is generated like the others.
     """
     hold_first_frame = with_first_frame if local_conditioning else lambda latents, _: latents

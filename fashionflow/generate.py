@@ -6,6 +6,9 @@ does) and every one of `num_videos` samples it writes, into the output folder:
     NAME_K_input.png    the conditioning image as the model sees it (resized), followed by the
                         reference images when there are any
     NAME_K_frames.png   a contact sheet: evenly spaced frames in one strip
+and, for a pose-driven video (`Settings.poses`):
+    NAME_K_poses.png     the driving skeletons above the generated frames
+    NAME_K_alignment.png the input's own pose beside the first aligned driving pose, over the input
 Existing files are never overwritten: K continues after the last video already there (use
 `overwrite=True` to replace). A bad input is one line on stderr; the others still run.
 Video j of the run (in input order) is seeded with `seed + j`, whatever the device or batch.
@@ -42,7 +45,7 @@ class Source:
 @dataclass
 class Settings:
     num_videos: int = 1
-    num_frames: int = 70
+    num_frames: Optional[int] = 70  # None: as many as the driving poses have
     steps: Optional[int] = None
     guidance: float = 1.0
     init_strength: float = 1.0
@@ -54,6 +57,9 @@ class Settings:
     overwrite: bool = False
     references: tuple[str, ...] = ()  # reference image files, for every input
     num_references: int = 0  # for video inputs: references from other frames of the video
+    poses: Optional[np.ndarray] = None  # driving keypoints [f, 18, 3] for every input (pose-driven mode)
+    pose_aspect: Optional[float] = None  # width / height of the frames the poses come from (None: the model's)
+    align: bool = True  # fit the driving poses to the person in each input
 
 
 def warn(message: str) -> None:
@@ -143,6 +149,27 @@ def to_uint8(image01: torch.Tensor) -> np.ndarray:
     return (image01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+def pose_strip(keypoints: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The driving skeletons above the generated frames they drove: uint8 [2 H, n W, 3]."""
+    from fashionflow.pose.render import render_poses
+
+    skeletons = render_poses(keypoints, frames.shape[1], frames.shape[2])
+    return np.concatenate([contact_sheet(skeletons), contact_sheet(frames)], axis=0)
+
+
+def write_pose_outputs(stem: Path, output, image01: torch.Tensor) -> None:
+    """NAME_K_poses.png (skeletons above frames) and NAME_K_alignment.png (the input's pose
+    beside the first aligned driving pose, over the input) of a pose-driven video."""
+    from fashionflow.pose.align import alignment_preview
+
+    frames, keypoints, reference = output.frames[0], output.poses[0], output.reference_poses[0]
+    write_image(stem.with_name(stem.name + "_poses.png"), pose_strip(keypoints, frames))
+    image = to_uint8(image01)
+    # the first *driving* pose (frame 1): frame 0's pose is the reference's own
+    preview = alignment_preview(reference, keypoints[1:], image.shape[0], image.shape[1], image)
+    write_image(stem.with_name(stem.name + "_alignment.png"), preview)
+
+
 def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: Settings, device: torch.device
                  ) -> tuple[list[Path], int]:
     """Run the pipeline over every source; returns (videos written, number of failures)."""
@@ -151,6 +178,7 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
     height, width = pipe.image_size
     rng = random.Random(settings.seed)  # released: random frame of each test video
     written, failures, video_index, seconds = [], 0, 0, 0.0
+    frame_count = settings.num_frames
     try:
         shared_references = [load_image(path, height, width, settings.resize) for path in settings.references]
     except ImageLoadError as error:
@@ -174,15 +202,20 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
             video_index += 1
             pipe.set_progress_bar_config(desc=f"{source.name}_{k}", leave=False)
             began = time.perf_counter()
-            frames = pipe(image, num_frames=settings.num_frames, num_inference_steps=settings.steps,
+            output = pipe(image, num_frames=settings.num_frames, num_inference_steps=settings.steps,
                           guidance_scale=settings.guidance, init_strength=settings.init_strength,
                           generator=[generator], output_type="np", reference_images=[references] if references else None,
-                          decode_chunk_size=settings.decode_chunk_size, precision=settings.precision).frames[0]
+                          decode_chunk_size=settings.decode_chunk_size, precision=settings.precision,
+                          poses=settings.poses, align=settings.align, pose_aspect=settings.pose_aspect)
+            frames = output.frames[0]
+            frame_count = len(frames)
             seconds += time.perf_counter() - began
             try:
                 path = write_mp4(output_dir / f"{source.name}_{k}.mp4", frames, fps=settings.fps)
                 write_image(output_dir / f"{source.name}_{k}_input.png", conditioning_sheet(image, references))
                 write_image(output_dir / f"{source.name}_{k}_frames.png", contact_sheet(frames))
+                if output.poses is not None:
+                    write_pose_outputs(output_dir / f"{source.name}_{k}", output, image)
             except (OSError, RuntimeError, ValueError) as error:
                 warn(f"{output_dir / source.name}_{k}.mp4: cannot write ({error})")
                 failures += 1
@@ -192,6 +225,6 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
             written.append(path)
             print(f"wrote {path}", flush=True)
     per_video = f"{seconds / len(written):.1f} s per video" if written else "no videos"
-    print(f"{len(written)} video(s) in {output_dir}/ ({per_video}, {settings.num_frames} frames at "
+    print(f"{len(written)} video(s) in {output_dir}/ ({per_video}, {frame_count} frames at "
           f"{height}x{width}); {failures} failed", flush=True)
     return written, failures

@@ -9,6 +9,9 @@ adapter and scheduler, so the whole model is one folder (`save_pretrained` /
    hidden states; adapter -> context [b, 50, C].
    Reference images (`reference_images`, models with model.max_references): each through the
    VAE (mean latent), CLIP and the same adapter -> [b, r, 50, C] and a mask for unequal r.
+   Driving poses (`poses`, models with model.pose_guider): resampled to the frame count,
+   fitted to the person in the image, frame 0 = the image's own pose (`fashionflow.pose.drive`),
+   rendered as OpenPose skeletons [b, 3, f, H, W] for the U-Net's pose guider.
 2. denoise: `fashionflow.diffusion.sample_video_latents` (frame 0 reset after every step).
 3. decode: every frame through the VAE decoder, `decode_chunk_size` frames at a time.
 
@@ -25,6 +28,7 @@ from typing import Literal, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -46,9 +50,18 @@ CONFIG_FILE = "config.yaml"
 
 @dataclass
 class FashionFlowPipelineOutput(BaseOutput):
-    """frames: uint8 [b, f, H, W, 3] ("np"), float [b, f, 3, H, W] in [0, 1] ("pt"), or latents [b, c, f, h, w]."""
+    """frames: uint8 [b, f, H, W, 3] ("np"), float [b, f, 3, H, W] in [0, 1] ("pt"), or latents [b, c, f, h, w].
+
+    With driving poses: poses, per video the keypoints [f, 18, 3] that drove it (None for a
+    video without), and reference_poses, the pose [18, 3] found in each input image (or None).
+    """
 
     frames: np.ndarray | torch.Tensor
+    poses: Optional[list] = None
+    reference_poses: Optional[list] = None
+
+
+DEFAULT_FRAMES = 70  # released clip length, when neither num_frames nor poses say otherwise
 
 
 class FashionFlowPipeline(DiffusionPipeline):
@@ -139,6 +152,41 @@ class FashionFlowPipeline(DiffusionPipeline):
         context = self.adapter(hidden.to(self.adapter.dtype), adapter_latent.to(self.adapter.dtype))
         return first_frame, context
 
+    def pose_inputs(self, poses, images01: torch.Tensor, num_frames: int, align: bool = True,
+                    pose_aspect: Optional[float] = None) -> tuple[dict, list, list]:
+        """Driving poses for every image -> (U-Net inputs {pose [b, 3, f, H, W], pose_mask [b]} or {},
+        the keypoints [f, 18, 3] used per video (None without), the reference pose per image).
+
+        poses: keypoints [f', 18, 3] for every image, or a list with one entry (keypoints or None)
+        per image; `pose_aspect` is the width / height of the frames they were taken from
+        (default: the model's frame). Each goes through `fashionflow.pose.drive.driving_poses`.
+        """
+        per_image = _poses_per_image(poses, len(images01))
+        if not any(p is not None for p in per_image):
+            return {}, per_image, [None] * len(images01)
+        if self.unet.pose_guider is None:
+            raise ValueError("poses given, but this model has no pose guider (trained with model.pose_guider=false): "
+                             "it cannot follow poses")
+        from fashionflow.pose.drive import driving_poses, reference_pose
+        from fashionflow.pose.render import pose_tensor
+
+        height, width = self.image_size
+        aspect = width / height
+        used, references, rendered = [], [], []
+        for image01, driving in zip(images01, per_image):
+            uint8 = (image01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()  # H W 3
+            reference = reference_pose(uint8) if driving is not None and align else None
+            keypoints = None if driving is None else driving_poses(
+                driving, num_frames, reference, align=align, driving_aspect=pose_aspect or aspect,
+                reference_aspect=aspect)
+            used.append(keypoints), references.append(reference)
+            rendered.append(pose_tensor(keypoints, height, width) if keypoints is not None
+                            else torch.zeros(num_frames, 3, height, width))
+        device = self._execution_device
+        pose = rearrange(torch.stack(rendered), "b f c h w -> b c f h w").to(device)
+        mask = torch.tensor([k is not None for k in used], device=device)
+        return {"pose": pose, "pose_mask": mask}, used, references
+
     @torch.no_grad()
     def encode_references(self, reference_images: Optional[Sequence], batch: int) -> dict:
         """One list of reference images per video (or None) -> {references [b, r, 50, C], reference_mask
@@ -193,11 +241,12 @@ class FashionFlowPipeline(DiffusionPipeline):
     # --- the whole thing ----------------------------------------------------------------
 
     @torch.no_grad()
-    def __call__(self, image: ImageInput, num_frames: int = 70, num_inference_steps: Optional[int] = None,
+    def __call__(self, image: ImageInput, num_frames: Optional[int] = None, num_inference_steps: Optional[int] = None,
                  guidance_scale: float = 1.0, generator: torch.Generator | list[torch.Generator] | None = None,
                  output_type: Literal["np", "pt", "latent"] = "np", decode_chunk_size: int = 8,
                  precision: Precision = "auto", return_dict: bool = True, init_strength: float = 1.0,
-                 reference_images: Optional[Sequence] = None):
+                 reference_images: Optional[Sequence] = None, poses=None, align: bool = True,
+                 pose_aspect: Optional[float] = None):
         """Generate one video per input image.
 
         num_inference_steps: None = the scheduler's default (1000 for DDPM, 25 for DDIM/DPM).
@@ -208,12 +257,21 @@ class FashionFlowPipeline(DiffusionPipeline):
         reference_images: one list per input image of extra views of the same garment (back,
         side; paths, PIL images, arrays or tensors, like `image`), or None for that image; None
         = single-image, as released. Needs a model trained with model.max_references.
+        poses: driving keypoints [f, 18, 3] (OpenPose-18, x y in [0, 1], confidence) for every
+        image, or a list with one entry (keypoints or None) per image; needs a model trained with
+        model.pose_guider. align=False uses them as they are (already in the image's frame, frame 0
+        included) instead of fitting them to the person in the image; pose_aspect:
+        width / height of the frames they come from (default: the model's). num_frames: None =
+        the poses' frame count (rounded up to the temporal multiple, resampled), else 70.
         """
         images01 = self.prepare_images(image)
         b = len(images01)
         if isinstance(generator, list) and len(generator) != b:
             raise ValueError(f"got {len(generator)} generators for {b} images; give one per image")
         multiple = self.unet.frame_multiple
+        if num_frames is None:
+            given = [p for p in _poses_per_image(poses, b) if p is not None]
+            num_frames = -(-max(len(given[0]), 2) // multiple) * multiple if given else DEFAULT_FRAMES
         if num_frames < 2 or num_frames % multiple:
             raise ValueError(f"num_frames={num_frames} must be a multiple of {multiple} (temporal compression)")
         steps = num_inference_steps or default_steps(self.scheduler)
@@ -221,6 +279,9 @@ class FashionFlowPipeline(DiffusionPipeline):
 
         first_frame, context = self.encode_image(images01, generator)
         conditions = self.encode_references(reference_images, b)
+        pose_conditions, used_poses, reference_poses = self.pose_inputs(poses, images01, num_frames, align,
+                                                                        pose_aspect)
+        conditions = {**conditions, **pose_conditions}
         with tf32(tf32_for(precision)):
             latents = sample_video_latents(self.unet, self.scheduler, context, first_frame, num_frames, steps,
                                            guidance_scale=guidance_scale, generator=generator,
@@ -238,7 +299,22 @@ class FashionFlowPipeline(DiffusionPipeline):
             else:
                 raise ValueError(f"unknown output_type {output_type!r} (np, pt or latent)")
         self.maybe_free_model_hooks()
-        return FashionFlowPipelineOutput(frames=frames) if return_dict else (frames,)
+        if not pose_conditions:
+            used_poses = reference_poses = None
+        return (FashionFlowPipelineOutput(frames=frames, poses=used_poses, reference_poses=reference_poses)
+                if return_dict else (frames,))
+
+
+def _poses_per_image(poses, batch: int) -> list:
+    """`poses` as a list with one entry (keypoints or None) per image (module docstring of __call__)."""
+    if poses is None:
+        return [None] * batch
+    if isinstance(poses, (list, tuple)):
+        if len(poses) != batch:
+            raise ValueError(f"poses must be keypoints [f, 18, 3] for every image or a list with one entry per image: "
+                             f"{batch} image(s), got a list of {len(poses)}")
+        return [None if p is None else np.asarray(p, np.float32) for p in poses]
+    return [np.asarray(poses, np.float32)] * batch
 
 
 def resolve_output_range(cfg: FashionFlowConfig) -> str:

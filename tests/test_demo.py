@@ -106,3 +106,33 @@ def test_default_inference_runs_end_to_end(tmp_path, monkeypatch, capsys):
         frames, _ = read_video(tmp_path / f"{name}_0.mp4")
         assert len(frames) >= 24 and min(frames.shape[1:3]) >= 128
         assert frames.std() > 1  # a picture, not a blank
+
+
+def test_colour_grid_measures_the_error_inside_the_patch():
+    from fashionflow.demo.quality import PATCH_MARGIN, STUDIO_WALL, colour_grid, colour_grid_errors
+
+    images, colours, inside = colour_grid(64, 64)
+    assert images.shape == (24, 64, 64, 3) and len({tuple(c) for c in colours}) == 24
+    assert (images[:, 0, 0] == STUDIO_WALL).all() and (images[:, inside] == colours[:, None]).all()
+    assert colours.max(1).min() >= 80 and (colours.max(1) - colours.min(1)).min() >= 60  # saturated
+    assert colour_grid_errors(lambda x: x, 64, 64).max() == 0
+
+    def shift_patch_red(x):
+        out = x.copy()
+        out[:, inside, 0] = np.clip(out[:, inside, 0].astype(int) + 10, 0, 255)
+        out[:, :PATCH_MARGIN] = 0  # outside the patch: not measured
+        return out
+
+    errors = colour_grid_errors(shift_patch_red, 64, 64)
+    assert errors.shape == (24, 3) and (errors[:, 1:] == 0).all()
+    np.testing.assert_allclose(errors[:, 0], np.minimum(10, 255 - colours[:, 0]))
+
+
+def test_colour_cards_and_round_trip_shapes():
+    from fashionflow.demo.train_vae import build_demo_vae, colour_cards, round_trip
+
+    cards = colour_cards(3, 32, np.random.default_rng(0))
+    assert cards.shape == (3, 3, 32, 32) and cards.min() >= -1 and cards.max() <= 1
+    assert all(card.flatten(1).std(1).max() > 0 for card in cards)  # a shape on the wall
+    out = round_trip(build_demo_vae(sample_size=32).eval(), np.zeros((2, 32, 32, 3), np.uint8))
+    assert out.shape == (2, 32, 32, 3) and out.dtype == np.uint8

@@ -20,6 +20,13 @@ files without them still load for single-image training):
 | `reference_latent_mean`, `reference_latent_std` | [k, 4, h, w] | float32: their VAE latent distribution x scaling factor |
 | `reference_clip_hidden_states` | [k, 50, C] | float32: their CLIP `last_hidden_state` |
 
+Projected with `data.poses`, a file also holds the clip's poses (read only for
+`model.pose_guider`; files without them still load for pose-free training):
+
+| tensor | shape | dtype |
+| --- | --- | --- |
+| `keypoints` | [f, 18, 3] | float32: OpenPose-18 keypoints per frame, x y in [0, 1] of the resized frame, confidence |
+
 plus string metadata (source video, start frame, fps, original size, config hash, encoders).
 The dataset checks every file's header against the training config up front, so a wrong
 folder fails at start-up with a message saying what differs, and loads tensors lazily.
@@ -52,6 +59,7 @@ REFERENCE_TENSOR_NAMES = ("reference_frames", "reference_images", "reference_lat
 # preprocessing live in another space, whatever their shape (vae_subfolder is recorded only:
 # a local copy may hold the VAE with or without the hub repo's `vae/` folder)
 CHECKED_ENCODER_KEYS = ("vae", "vae_scaling_factor", "image_encoder", "preprocessing")
+KEYPOINT_SHAPE = (18, 3)  # per frame: OpenPose-18 joints x (x, y, confidence); fashionflow.pose.keypoints
 
 
 class LatentDatasetError(ValueError):
@@ -174,6 +182,16 @@ def check_clip_header(path: Path, header: dict, cfg: FashionFlowConfig) -> None:
                 f"project the videos again or set encoders.{key}")
 
 
+def check_keypoint_header(path: Path, header: dict, cfg: FashionFlowConfig) -> None:
+    """Raise LatentDatasetError unless the file holds keypoints [f, 18, 3] (what model.pose_guider trains on)."""
+    got, wanted = header["shapes"].get("keypoints"), [cfg.data.num_frames, *KEYPOINT_SHAPE]
+    if got is None:
+        raise LatentDatasetError(f"{path}: no keypoints, but model.pose_guider=true trains on poses: project the "
+                                 f"videos with data.poses=true (sidecar NAME.pose.npz keypoints, else extracted)")
+    if got != wanted:
+        raise LatentDatasetError(f"{path}: keypoints have shape {got} but the config expects {wanted}")
+
+
 class LatentClipDataset(Dataset):
     """Latent clips written by `project_latent_space.py`, checked against a training config.
 
@@ -181,7 +199,9 @@ class LatentClipDataset(Dataset):
     image_latent_mean / image_latent_std float32 [4, h, w], clip_hidden_states float32
     [50, C], name str (the file name without suffix). With `model.max_references` > 0 also
     the reference candidates (`REFERENCE_TENSOR_NAMES`, k of them) and reference_valid bool [k]:
-    False for a candidate that is the clip's own conditioning frame.
+    False for a candidate that is the clip's own conditioning frame. With `model.pose_guider`
+    also keypoints float32 [f, 18, 3] and pose uint8 [f, 3, H, W], them drawn as OpenPose
+    skeletons (drawn here, in the DataLoader's workers, rather than in the training step).
 
     subset: None (all clips), an int n (a fixed, evenly spaced choice of n clips, the same
     on every run and rank), or a sequence of clip names or indices.
@@ -199,12 +219,16 @@ class LatentClipDataset(Dataset):
                                      f"--output-dir {self.folder}`")
         self.headers = {}
         self.with_references = cfg.model.max_references > 0
+        self.with_poses = cfg.model.pose_guider
+        self.frame_size = (cfg.data.height, cfg.data.width)
         candidates = {}
         for path in files:
             header = read_clip_header(path)
             check_clip_header(path, header, cfg)
             if self.with_references:
                 candidates.setdefault(check_reference_header(path, header, cfg), path)
+            if self.with_poses:
+                check_keypoint_header(path, header, cfg)
             self.headers[path.stem] = header["metadata"]
         if len(candidates) > 1:
             (k1, a), (k2, b) = list(candidates.items())[:2]
@@ -270,4 +294,10 @@ class LatentClipDataset(Dataset):
             start = self.headers[path.stem].get("start_frame")
             item["reference_valid"] = (item["reference_frames"] != int(start) if start is not None
                                        else torch.ones(len(item["reference_frames"]), dtype=torch.bool))
+        if self.with_poses:
+            from fashionflow.pose.render import render_poses
+
+            item["keypoints"] = tensors["keypoints"].float()
+            skeletons = render_poses(item["keypoints"].numpy(), *self.frame_size)  # f H W 3
+            item["pose"] = torch.from_numpy(skeletons).permute(0, 3, 1, 2).contiguous()  # f 3 H W
         return item

@@ -8,7 +8,8 @@ image is the clip's first frame; its VAE latent distribution and CLIP hidden sta
 stored too, so training needs neither encoder. With `data.reference_candidates` = K, every
 clip file also holds K reference candidates spread over the whole video (for training with
 several reference images, models/references.py): their frame index, image, VAE latent
-distribution and CLIP hidden states.
+distribution and CLIP hidden states. With `data.poses`, every clip file
+also holds the clip's OpenPose-18 keypoints (the video's NAME.pose.npz sidecar, else MediaPipe).
 
 Robustness: files are written atomically; a rerun skips clips already written with the same
 config (a killed run resumes); under torchrun the pending videos are split across ranks; a
@@ -62,19 +63,37 @@ def resize_frame(frame: np.ndarray, height: int, width: int, mode: str) -> np.nd
     stretch (released): torchvision's Resize((640, 512)) on a PIL image, i.e. this exact call.
     crop: aspect-preserving, the centred region of the target aspect is resized.
     """
-    image = Image.fromarray(frame)
-    box = None
-    if mode == "crop":
-        h0, w0 = frame.shape[:2]
-        if w0 * height > h0 * width:  # too wide: keep the full height
-            crop = h0 * width / height
-            box = ((w0 - crop) / 2, 0.0, (w0 + crop) / 2, float(h0))
-        else:
-            crop = w0 * height / width
-            box = (0.0, (h0 - crop) / 2, float(w0), (h0 + crop) / 2)
-    elif mode != "stretch":
+    box = crop_box(frame.shape[0], frame.shape[1], height, width, mode)
+    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR, box=box))
+
+
+def crop_box(h0: int, w0: int, height: int, width: int, mode: str) -> tuple[float, float, float, float] | None:
+    """The region (left, top, right, bottom) of an h0 x w0 frame that `resize_frame` maps onto
+    height x width: None (the whole frame) for stretch, the centred box of the target aspect for crop."""
+    if mode == "stretch":
+        return None
+    if mode != "crop":
         raise ValueError(f"unknown data.resize {mode!r} (stretch or crop)")
-    return np.asarray(image.resize((width, height), Image.BILINEAR, box=box))
+    if w0 * height > h0 * width:  # too wide: keep the full height
+        crop = h0 * width / height
+        return (w0 - crop) / 2, 0.0, (w0 + crop) / 2, float(h0)
+    crop = w0 * height / width
+    return 0.0, (h0 - crop) / 2, float(w0), (h0 + crop) / 2
+
+
+def resize_keypoints(keypoints: np.ndarray, h0: int, w0: int, height: int, width: int, mode: str) -> np.ndarray:
+    """Keypoints [..., 18, 3] with x, y in [0, 1] of an h0 x w0 frame -> the same joints in [0, 1]
+    of that frame after `resize_frame` (joints the crop cuts off get confidence 0)."""
+    out = np.array(keypoints, np.float32)
+    box = crop_box(h0, w0, height, width, mode)
+    if box is None:  # a stretch keeps relative positions
+        return out
+    left, top, right, bottom = box
+    out[..., 0] = (out[..., 0] * w0 - left) / (right - left)
+    out[..., 1] = (out[..., 1] * h0 - top) / (bottom - top)
+    inside = ((out[..., :2] >= 0) & (out[..., :2] <= 1)).all(-1)
+    out[..., 2] = np.where(inside, out[..., 2], 0.0)
+    return out
 
 
 # --- one video: decode and choose clips ----------------------------------------------------
@@ -91,6 +110,8 @@ class VideoClips:
     clips_in_video: int  # all clips the policy takes from this video, written or not
     reference_frames: list[int] = field(default_factory=list)  # data.reference_candidates frame indices
     references: np.ndarray | None = None  # their resized frames uint8 [k, H, W, 3]
+    keypoints: np.ndarray | None = None  # data.poses: float32 [n, f, 18, 3] in [0, 1] of the resized frames
+    pose_source: str = ""  # "sidecar" (the video's NAME.pose.npz) or "extracted"
 
 
 def load_video_clips(path: Path, cfg: FashionFlowConfig, written: set[int] | None = None) -> VideoClips:
@@ -117,8 +138,41 @@ def load_video_clips(path: Path, cfg: FashionFlowConfig, written: set[int] | Non
     candidates = reference_candidate_frames(d, len(video))
     references = (np.stack([resize_frame(video[i], d.height, d.width, d.resize) for i in candidates])
                   if candidates else None)
-    return VideoClips(path.name, starts, frames, fps, (video.shape[1], video.shape[2]), len(all_starts),
+    clips = VideoClips(path.name, starts, frames, fps, (video.shape[1], video.shape[2]), len(all_starts),
                       candidates, references)
+    if d.poses:
+        clips.keypoints, clips.pose_source = clip_keypoints(path, clips, cfg)
+    return clips
+
+
+def clip_keypoints(path: Path, clips: VideoClips, cfg: FashionFlowConfig) -> tuple[np.ndarray, str]:
+    """(keypoints float32 [n, f, 18, 3] of the clips, where they came from).
+
+    The video's sidecar `NAME.pose.npz` when there is one (the synthetic clips' true poses),
+    moved with the frames' resize or crop; else MediaPipe on the resized frames of each clip
+    (`fashionflow.pose.extract_keypoints`). A clip with nobody in it gets all confidences 0
+    (pose-free training for that clip) and one line on stderr.
+    """
+    from fashionflow.synthetic import read_pose_sidecar
+
+    d = cfg.data
+    sidecar = read_pose_sidecar(path)
+    if sidecar is not None:
+        video_keypoints = sidecar["keypoints"]
+        if any(start + d.num_frames > len(video_keypoints) for start in clips.starts):
+            raise ValueError(f"its pose sidecar has {len(video_keypoints)} frames, fewer than a clip needs")
+        keypoints = np.stack([video_keypoints[start:start + d.num_frames] for start in clips.starts])
+        return resize_keypoints(keypoints, *clips.original_size, d.height, d.width, d.resize), "sidecar"
+    from fashionflow.pose.extract import NoPersonError, extract_keypoints
+
+    keypoints = np.zeros((len(clips.starts), d.num_frames, 18, 3), np.float32)
+    for index, (start, frames) in enumerate(zip(clips.starts, clips.frames)):
+        try:
+            keypoints[index] = extract_keypoints(frames, video=True)
+        except NoPersonError:
+            print(f"{path.name}: no person found in the clip at frame {start}; its poses are empty",
+                  file=sys.stderr, flush=True)
+    return keypoints, "extracted"
 
 
 # --- encoding and writing -----------------------------------------------------------------
@@ -208,6 +262,7 @@ def clip_metadata(cfg: FashionFlowConfig, clips: VideoClips, index: int, encode_
         "latent_dtype": d.latent_dtype,
         "sampled": str(d.sample_latent).lower(),
         "reference_candidates": str(len(clips.reference_frames)),
+        **({"poses": clips.pose_source} if clips.keypoints is not None else {}),
         "encode_dtype": encode_dtype,
         "config_hash": config_hash(cfg),
         "config": json.dumps(settings, sort_keys=True),
@@ -369,6 +424,8 @@ def _write_clips(clips: VideoClips, cfg: FashionFlowConfig, output_dir: Path, en
     references = encode_reference_candidates(clips, cfg, enc) if clips.starts else {}
     for index, start in enumerate(clips.starts):
         tensors = {**encode_clip(clips.frames[index], cfg, enc, distributed.derive_seed(seed, start)), **references}
+        if clips.keypoints is not None:
+            tensors["keypoints"] = torch.from_numpy(np.ascontiguousarray(clips.keypoints[index]))
         metadata = clip_metadata(cfg, clips, index, enc.dtype_name)
         name = clip_file_name(clips.name, start)
         write_clip(output_dir / name, tensors, metadata)

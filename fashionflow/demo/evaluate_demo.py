@@ -198,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     if result["colour_drift_chance"] is not None:
         print(f"colour drift between two different clips (chance level): {result['colour_drift_chance']:.3f}")
     print(json.dumps(result["verdict"]))
+    save_results(args, result, lambda: frame_strip(videos[:4]))
+    return 0
+
+
+def save_results(args, result: dict, make_strip) -> None:
+    """The numbers as JSON to `--output` and the image `make_strip()` returns to `--strip`, when given."""
     if args.output:
         from fashionflow.utils import atomic_write_text
 
@@ -205,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.strip:
         from fashionflow.video_io import write_image
 
-        write_image(args.strip, frame_strip(videos[:4]))
-    return 0
+        write_image(args.strip, make_strip())
 
 
 def cfg_sampler(checkpoint: str):

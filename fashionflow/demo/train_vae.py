@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from fashionflow.demo.quality import colour_grid_errors
@@ -116,14 +115,23 @@ def colour_cards(batch: int, size: int, rng: np.random.Generator) -> torch.Tenso
     return to_model_range(cards)
 
 
-def vae_loss(vae: AutoencoderKL, images: torch.Tensor, kl_weight: float, generator: torch.Generator):
-    """L1 + MSE reconstruction of a sampled latent, plus kl_weight * KL to N(0, 1) (per element)."""
+# RGB -> (Cb, Cr) of ITU-R BT.601: the two colour-difference axes, without luminance
+CHROMA = torch.tensor([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
+
+def vae_loss(vae: AutoencoderKL, images: torch.Tensor, kl_weight: float, generator: torch.Generator,
+             chroma_weight: float = 0.0):
+    """L1 + MSE reconstruction of a sampled latent, plus kl_weight * KL to N(0, 1) (per element),
+    plus chroma_weight * L1 of the error's colour-difference (Cb, Cr) components."""
     posterior = vae.encode(images).latent_dist
     reconstruction = vae.decode(posterior.sample(generator)).sample
-    l1 = (reconstruction - images).abs().mean()
-    mse = F.mse_loss(reconstruction, images)
+    error = reconstruction - images
+    l1 = error.abs().mean()
+    mse = error.pow(2).mean()
     kl = posterior.kl().mean() / posterior.mean[0].numel()
-    return l1 + mse + kl_weight * kl, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
+    chroma = torch.einsum("kc,bchw->bkhw", CHROMA.to(error), error).abs().mean()
+    loss = l1 + mse + kl_weight * kl + chroma_weight * chroma
+    return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item(), "chroma": chroma.item()}
 
 
 @torch.no_grad()
@@ -178,7 +186,7 @@ def train(args) -> dict:
         images = random_crops(train_frames, args.batch_size - num_cards, crop, rng, centres)
         if num_cards:
             images = torch.cat((images, colour_cards(num_cards, crop, rng)))
-        loss, parts = vae_loss(vae, images, args.kl_weight, generator)
+        loss, parts = vae_loss(vae, images, args.kl_weight, generator, args.chroma_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -223,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of each batch that is flat colour cards instead of frame crops")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--kl-weight", type=float, default=1e-6)
+    parser.add_argument("--chroma-weight", type=float, default=0.0,
+                        help="weight of an extra L1 loss on the colour-difference (Cb, Cr) part of the error")
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 64], help="widths of the 4 levels")
     parser.add_argument("--groups", type=int, default=4, help="GroupNorm groups (divides every width)")
     parser.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,8 @@ def unet_kwargs(model_cfg) -> dict:
                 temporal_compression=tuple(model_cfg.temporal_compression),
                 cross_attention_heads=tuple(model_cfg.cross_attention_heads),
                 attention_heads=model_cfg.attention_heads, attention_head_dim=model_cfg.attention_head_dim,
-                groups=model_cfg.groups, context_dim=model_cfg.context_dim, max_references=model_cfg.max_references)
+                groups=model_cfg.groups, context_dim=model_cfg.context_dim, max_references=model_cfg.max_references,
+                pose_guider_channels=tuple(model_cfg.pose_guider_channels) if model_cfg.pose_guider else None)
 
 
 def adapter_kwargs(model_cfg) -> dict:
@@ -36,13 +37,13 @@ def base_model_config(model_cfg):
     """The `ModelConfig` without optional conditions: the architecture of a single-image checkpoint."""
     import dataclasses
 
-    return dataclasses.replace(model_cfg, max_references=0)
+    return dataclasses.replace(model_cfg, max_references=0, pose_guider=False)
 
 
 def load_base_weights(unet: SpaceTimeUNet, state: dict) -> list[str]:
     """Load a U-Net state dict that may lack the optional conditions' weights (a single-image
-    checkpoint into a model with references): those keep their zero init, so the model starts as
-    the checkpoint. Any other missing or unexpected key is an error. Returns the missing keys."""
+    checkpoint into a model with references or a pose guider): those keep their zero init, so the
+    model starts as the checkpoint. Any other missing or unexpected key is an error. Returns the missing keys."""
     missing, unexpected = unet.load_state_dict(state, strict=False)
     allowed = tuple(unet.optional_condition_prefixes)
     wrong = [k for k in missing if not k.startswith(allowed)]

@@ -13,7 +13,9 @@ projections zero, upsampling kernels repeated per sub-pixel.
 
 Optional conditions (off in the released preset, built only when on, zero-initialised so a
 fresh one leaves the model as it was): `max_references` > 0 adds a reference attention after
-every level's image cross-attention (models/references.py).
+every level's image cross-attention (models/references.py); `pose_guider_channels` (None = off)
+adds the pose guider's features of the rendered skeletons after conv_in (models/pose_guider.py;
+Animate Anyone Sec. 3.2).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import nn
 
 from fashionflow.models.attention import ImageCrossAttention, SpatioTemporalAttention
 from fashionflow.models.layers import Downsample, PseudoConv3d, ResnetBlock, SinusoidalTimestepEmbedding, Upsample
+from fashionflow.models.pose_guider import PoseGuider
 from fashionflow.models.references import ReferenceConditioning
 
 
@@ -59,7 +62,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
     _supports_gradient_checkpointing = True
     # state-dict prefixes of optional, zero-initialised conditions: a checkpoint without them
     # (e.g. the released single-image model) initialises a model with them (`load_base_weights`)
-    optional_condition_prefixes = ("references.",)
+    optional_condition_prefixes = ("references.", "pose_guider.")
 
     @register_to_config
     def __init__(
@@ -76,6 +79,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         groups: int = 8,
         context_dim: int = 768,
         max_references: int = 0,
+        pose_guider_channels: tuple[int, ...] | None = None,
     ):
         super().__init__()
         levels = len(dim_mults)
@@ -110,6 +114,8 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
             self.references = ReferenceConditioning(widths(self.down_levels), widths(self.up_levels),
                                                     heads(self.down_levels), heads(self.up_levels), context_dim,
                                                     max_references)
+        # skeleton images [b, 3, f, H, W] -> [b, base_dim, f, h, w], added after conv_in
+        self.pose_guider = PoseGuider(base_dim, 3, tuple(pose_guider_channels)) if pose_guider_channels else None
 
     def check_input_size(self, latents: torch.Tensor) -> None:
         if latents.ndim != 5:
@@ -130,6 +136,20 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
             return self._gradient_checkpointing_func(block, *args)
         return block(*args)
 
+    def check_pose(self, pose: torch.Tensor, pose_mask: torch.Tensor | None, latents: torch.Tensor) -> None:
+        """pose must be [b, 3, f, H, W] with H, W the latent size times the guider's downsampling."""
+        if self.pose_guider is None:
+            raise ValueError("poses given, but this model has no pose guider (trained with model.pose_guider=false): "
+                             "it cannot follow poses")
+        b, _, f, h, w = latents.shape
+        factor = self.pose_guider.downsample_factor
+        wanted = (b, 3, f, h * factor, w * factor)
+        if tuple(pose.shape) != wanted:
+            raise ValueError(f"pose must be [b, 3, f, H, W] = {list(wanted)} (skeleton images at {factor}x the "
+                             f"latent size), got {list(pose.shape)}")
+        if pose_mask is not None and tuple(pose_mask.shape) != (b,):
+            raise ValueError(f"pose_mask must be bool [b] = [{b}], got {list(pose_mask.shape)}")
+
     def _reference_inputs(self, references, reference_mask, batch: int):
         """(references, mask) to run the reference attentions with, or None to skip them (R = 0).
 
@@ -145,14 +165,19 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
 
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor | float | int,
                 context: torch.Tensor, *, references: torch.Tensor | None = None,
-                reference_mask: torch.Tensor | None = None) -> torch.Tensor:
+                reference_mask: torch.Tensor | None = None, pose: torch.Tensor | None = None,
+                pose_mask: torch.Tensor | None = None) -> torch.Tensor:
         """latents [b, c, f, h, w], timesteps [b] or scalar, context [b, n, d] -> noise [b, c, f, h, w].
 
         references [b, r, n, d]: adapter tokens of r extra views per video (r may be 0; needs
         model.max_references >= r); reference_mask bool [b, r], True = a real reference (for
         batches whose videos have different r). None, r = 0 or all masked: the base model.
+        pose [b, 3, f, 8h, 8w]: rendered skeletons in [0, 1] (model.pose_guider); pose_mask bool
+        [b], False = that video's pose is dropped (its guider features are zeroed). None: no pose.
         """
         self.check_input_size(latents)
+        if pose is not None:
+            self.check_pose(pose, pose_mask, latents)
         if context.ndim != 3 or context.shape[-1] != self.config.context_dim:
             raise ValueError(f"context must be [b, n, {self.config.context_dim}], got {tuple(context.shape)}")
         refs = self._reference_inputs(references, reference_mask, latents.shape[0])
@@ -163,6 +188,11 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         context = context.to(latents.dtype)
 
         x = self.conv_in(latents)
+        if pose is not None:  # Animate Anyone's pose guider: added to the first features
+            guide = self._run(self.pose_guider, pose.to(x.dtype))  # b base_dim f h w
+            if pose_mask is not None:
+                guide = guide * pose_mask.to(guide.dtype)[:, None, None, None, None]
+            x = x + guide
         skips = []
         for index, level in enumerate(self.down_levels):
             x = self._run(level.resnet_in, x, t)

@@ -5,7 +5,8 @@ One optimiser step = `grad_accum_steps` micro-batches of `batch_size` clips on e
 1. read the micro-batch the step-derived order assigns to this rank (`sampler.StepOrder`);
 2. draw, from a generator seeded by (seed, rank, step, micro-step): a VAE sample of the
    conditioning image (mean + std * eps, as the released code re-encodes it every step), the
-   condition-dropout mask, the timesteps and the noise;
+   condition-dropout mask, the timesteps and the noise; with the pose guider, after those,
+   the pose-dropout mask (the clip's skeletons are rendered from its stored keypoints);
 3. adapter(CLIP tokens, image latent) -> context; loss = diffusion_loss (frame 0 kept clean);
 4. all-reduce the loss; stop on a non-finite value before the optimiser touches the weights;
 5. clip, AdamW step, LR schedule, EMA (with fp16 loss scaling, a step the scaler skips for
@@ -72,6 +73,7 @@ class DenoisingLoss(nn.Module):
     keep_context [b] bool (False = condition dropped), timesteps [b], noise like latents;
     with references (model.max_references = R): reference_clip [b, R, n, d], reference_latent
     [b, R, c, h, w] and reference_mask [b, R], each reference through the same adapter.
+    with the pose guider (keywords): pose [b, 3, f, H, W] skeleton images, pose_mask [b] bool.
     """
 
     def __init__(self, unet, adapter, scheduler, diffusion_cfg, compile_options: Optional[dict] = None):
@@ -81,18 +83,18 @@ class DenoisingLoss(nn.Module):
         self.scheduler, self.diffusion_cfg = scheduler, diffusion_cfg
 
     def forward(self, latents, clip_hidden_states, image_latent, keep_context, timesteps, noise,
-                reference_clip=None, reference_latent=None, reference_mask=None):
+                reference_clip=None, reference_latent=None, reference_mask=None, *, pose=None, pose_mask=None):
         context = self.adapter(clip_hidden_states, image_latent)
         if keep_context is not None:  # classifier-free guidance: the null context is all zeros
             context = torch.where(keep_context[:, None, None], context, null_context(context))
-        conditions = None
+        conditions = {"pose": pose, "pose_mask": pose_mask} if pose is not None else {}
         if reference_mask is not None:
             tokens = self.adapter(rearrange(reference_clip, "b r n d -> (b r) n d"),
                                   rearrange(reference_latent, "b r c h w -> (b r) c h w"))
             if keep_context is not None:  # a dropped condition drops the references too
                 reference_mask = reference_mask & keep_context[:, None]
-            conditions = {"references": rearrange(tokens, "(b r) n d -> b r n d", b=len(reference_mask)),
-                          "reference_mask": reference_mask}
+            conditions.update(references=rearrange(tokens, "(b r) n d -> b r n d", b=len(reference_mask)),
+                              reference_mask=reference_mask)
         return diffusion_loss(self.unet, latents, context, self.scheduler, self.diffusion_cfg,
                               timesteps=timesteps, noise=noise, conditions=conditions)
 
@@ -152,6 +154,19 @@ def draw_references(batch: dict, cfg: FashionFlowConfig, generator: torch.Genera
     return clip, latent, mask
 
 
+def draw_pose_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Generator, device: torch.device) -> dict:
+    """The pose guider's keyword inputs for a micro-batch: {} without the guider (nothing drawn,
+    so pose-free runs and their exact resume are unchanged); else pose [b, 3, f, H, W], the
+    clips' OpenPose skeletons (drawn by the dataset) in [0, 1], and pose_mask [b] bool, False
+    with probability `train.pose_dropout` (drawn after `draw_step_inputs`' draws)."""
+    if not cfg.model.pose_guider:
+        return {}
+    skeletons = batch["pose"].to(device, non_blocking=True)  # b f 3 H W uint8
+    pose_mask = torch.rand(len(skeletons), generator=generator, device=device) >= cfg.train.pose_dropout
+    pose = rearrange(skeletons, "b f c h w -> b c f h w").float() / 255.0
+    return {"pose": pose, "pose_mask": pose_mask}
+
+
 MIXED_PRECISION = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -165,8 +180,8 @@ def compile_options(t) -> Optional[dict]:
 def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig) -> list[str]:
     """Start from a converted checkpoint folder (unet/, adapter/) or the authors' released .pth.
 
-    The checkpoint may lack the weights of optional conditions the model has (references): they
-    keep their zero init, so the model starts as the checkpoint. Returns those missing keys.
+    The checkpoint may lack the weights of optional conditions the model has (references, a pose
+    guider): they keep their zero init, so the model starts as the checkpoint. Returns those missing keys.
     """
     path = Path(path)
     if path.is_file():
@@ -361,11 +376,13 @@ def _accumulate_gradients(model, batches, cfg: FashionFlowConfig, step: int, gra
     loss_sum = torch.zeros((), device=ctx.device)
     for micro in range(t.grad_accum_steps):
         generator = torch.Generator(ctx.device).manual_seed(derive_seed(t.seed, ctx.rank, step, micro))
-        inputs = draw_step_inputs(next(batches), cfg, generator, ctx.device)
+        batch = next(batches)
+        inputs = draw_step_inputs(batch, cfg, generator, ctx.device)
+        conditions = draw_pose_inputs(batch, cfg, generator, ctx.device)  # after the draws above
         last = micro == t.grad_accum_steps - 1
         with model.no_sync() if ctx.is_distributed and not last else contextlib.nullcontext():
             with autocast(ctx.device, MIXED_PRECISION[t.mixed_precision]):
-                loss = model(*inputs).float()
+                loss = model(*inputs, **conditions).float()
             scaled = loss / t.grad_accum_steps
             (grad_scaler.scale(scaled) if grad_scaler else scaled).backward()
         loss_sum += loss.detach()

@@ -11,6 +11,8 @@ A model with references (`model.max_references`) previews the first training cli
 that many of its valid reference candidates. TensorBoard gets the conditioning image (beside
 its references), a strip of frames and,
 when moviepy is installed (tensorboardX needs it for videos), the video; RUN/samples/ the mp4.
+A pose-guided model (`model.pose_guider`) previews the first training clip driven by its own
+stored poses, and TensorBoard also gets the driving skeletons above the frames.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ class PreviewMaker:
             first = dataset[0]
             valid = first["reference_valid"].nonzero().flatten()[:cfg.model.max_references]
             self.references = [first["reference_images"][i] for i in valid]
+        # a pose-guided model previews the first training clip driven by its own poses (they are in
+        # its frame: no alignment); a validation image has no poses of its own: pose-free preview
+        self.poses = (dataset[0]["keypoints"].numpy() if cfg.model.pose_guider and not cfg.train.validation_image
+                      else None)
 
     def make_pipeline(self, unet, adapter, sampler: str | None = None):
         """A FashionFlowPipeline around the live modules (scheduler: `sampler` or `sample.sampler`)."""
@@ -89,10 +95,11 @@ class PreviewMaker:
         try:
             generator = torch.Generator(self.ctx.device).manual_seed(cfg.sample.seed)
             references = [[r.float() / 255.0 for r in self.references]] if self.references else None
-            frames = pipeline(self.image.float() / 255.0, num_frames=cfg.sample.num_frames, reference_images=references,
+            output = pipeline(self.image.float() / 255.0, num_frames=cfg.sample.num_frames, reference_images=references,
                               num_inference_steps=cfg.train.sample_steps, guidance_scale=cfg.sample.guidance_scale,
                               init_strength=cfg.sample.init_strength, generator=generator,
-                              output_type="np").frames[0]  # f h w 3 uint8
+                              output_type="np", poses=self.poses, align=False)
+            frames = output.frames[0]  # f h w 3 uint8
         finally:
             unet.train(was_training[0]), adapter.train(was_training[1])
         path = write_mp4(self.run_dir / "samples" / f"step-{step:07d}.mp4", frames, fps=cfg.sample.fps)
@@ -100,6 +107,10 @@ class PreviewMaker:
             sheet = torch.cat([self.image, *self.references], dim=2)  # the image, then its references: 3 H (1+r)W
             writer.add_image("preview/conditioning_image", sheet.numpy(), step, dataformats="CHW")
             writer.add_image("preview/frames", contact_sheet(frames), step, dataformats="HWC")
+            if output.poses is not None:  # the driving skeletons above the frames they drove
+                from fashionflow.generate import pose_strip
+
+                writer.add_image("preview/poses", pose_strip(output.poses[0], frames), step, dataformats="HWC")
             if _has_moviepy():  # tensorboardX encodes videos (GIF) with moviepy, an optional package
                 video = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0).numpy()  # 1 f 3 h w uint8
                 writer.add_video("preview/video", video, step, fps=cfg.sample.fps)

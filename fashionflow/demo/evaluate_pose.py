@@ -1,0 +1,134 @@
+"""Measure the pose-driven mode on held-out synthetic clips: pose-driven vs pose-free vs repeat-input.
+
+    python -m fashionflow.demo.evaluate_pose --checkpoint runs/demo_pose/checkpoints/step-0030000 \
+        --dataset fashion_dataset/synthetic --output benchmarks/results/pose_quality.json --strip docs/pose_frames.png
+
+For each test clip of a synthetic dataset (the manifest gives the clip seeds, so the ground
+truth and its true keypoints are re-rendered exactly): frame 0 is the conditioning image and
+the model makes a video of the clip's length twice from the same seed, once driven by the
+clip's own keypoints (already in the frame's coordinates: `align=False`) and once without
+poses (the same model, spontaneous motion; a model trained with `train.pose_dropout` does
+both). The baseline repeats the input frame. Against the ground truth, frames 1.. (frame 0 is
+the input in all three): SSIM, PSNR (`fashionflow.metrics.paired`) and, given the AlexNet and
+lpips weights (`--lpips-backbone`, docs/evaluation.md), LPIPS. Target (issue 13): pose-driven
+beats both, by at least 2 dB PSNR over repeat-input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fashionflow.demo.evaluate_demo import evaluation_parser, load_for_evaluation, save_results, test_clips
+from fashionflow.metrics.paired import psnr_per_frame, ssim_per_frame
+from fashionflow.synthetic import render_clip
+
+METHODS = ("pose_driven", "pose_free", "repeat_input")
+
+
+def lpips_per_frame(model, video: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """LPIPS of each frame pair (uint8 [f, h, w, 3] twice) -> [f]."""
+    to_input = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    with torch.no_grad():
+        return model(to_input(video), to_input(truth)).numpy()
+
+
+def clip_scores(video: np.ndarray, truth: np.ndarray, lpips=None) -> dict[str, float]:
+    """Frames 1.. of a uint8 video [f, h, w, 3] against the ground truth (frame 0 is the input)."""
+    scores = {"ssim": float(ssim_per_frame(video[1:], truth[1:]).mean()),
+              "psnr": float(psnr_per_frame(video[1:], truth[1:]).mean())}
+    if lpips is not None:
+        scores["lpips"] = float(lpips_per_frame(lpips, video[1:], truth[1:]).mean())
+    return scores
+
+
+def evaluate(pipe, clips: list[dict], num_frames: int, steps: int | None, seed: int, init_strength: float = 1.0,
+             lpips=None, log=print) -> dict:
+    """Every clip's first frame through the pipeline with and without its poses; means per method."""
+    height, width = pipe.image_size
+    rows = {name: [] for name in METHODS}
+    examples = []
+    started = time.perf_counter()
+    for index, clip in enumerate(clips):
+        truth_clip = render_clip(clip["seed"], num_frames, height, width)
+        truth = truth_clip.frames
+        made = {"repeat_input": np.repeat(truth[:1], num_frames, axis=0)}
+        for name, poses in (("pose_driven", truth_clip.keypoints), ("pose_free", None)):
+            generator = torch.Generator(device="cpu").manual_seed(seed + index)  # the same noise for both
+            made[name] = pipe(truth[0], num_frames=num_frames, num_inference_steps=steps, generator=[generator],
+                              output_type="np", init_strength=init_strength, poses=poses, align=False).frames[0]
+        for name in METHODS:
+            rows[name].append(clip_scores(made[name], truth, lpips))
+        examples.append((truth_clip.keypoints, truth, made["pose_driven"], made["pose_free"]))
+        log(f"{clip['file']}: PSNR pose-driven {rows['pose_driven'][-1]['psnr']:.1f}, pose-free "
+            f"{rows['pose_free'][-1]['psnr']:.1f}, repeat-input {rows['repeat_input'][-1]['psnr']:.1f} dB")
+    means = {name: {key: float(np.mean([row[key] for row in rows[name]])) for key in rows[name][0]}
+             for name in METHODS}
+    driven = means["pose_driven"]
+    verdict = {"beats_pose_free_psnr": driven["psnr"] > means["pose_free"]["psnr"],
+               "beats_repeat_input_psnr_by_2db": driven["psnr"] >= means["repeat_input"]["psnr"] + 2.0}
+    return {"clips": len(clips), "seconds": round(time.perf_counter() - started, 1), **means, "verdict": verdict,
+            "examples": examples}
+
+
+def markdown_table(result: dict) -> str:
+    names = {"ssim": "SSIM vs ground truth, frames 1.. (higher better)",
+             "psnr": "PSNR vs ground truth, frames 1.. (dB, higher better)",
+             "lpips": "LPIPS vs ground truth, frames 1.. (lower better)"}
+    lines = ["| measure | pose-driven | pose-free | repeat input |", "| --- | --- | --- | --- |"]
+    for key in result["pose_driven"]:
+        lines.append(f"| {names[key]} | " + " | ".join(f"{result[m][key]:.3f}" if key != "psnr" else
+                                                      f"{result[m][key]:.1f}" for m in METHODS) + " |")
+    return "\n".join(lines)
+
+
+def example_strip(examples, frames: int = 8) -> np.ndarray:
+    """Per clip, rows of: driving skeletons, pose-driven frames, pose-free frames, ground truth."""
+    from fashionflow.pose.render import render_poses
+    from fashionflow.video_io import contact_sheet
+
+    rows = []
+    for keypoints, truth, driven, free in examples:
+        skeletons = render_poses(keypoints, truth.shape[1], truth.shape[2])
+        rows += [contact_sheet(v, frames) for v in (skeletons, driven, free, truth)]
+    return np.concatenate(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = evaluation_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (docs/evaluation.md)")
+    parser.add_argument("--lpips-weights", default=None, help="lpips v0.1 alex.pth (default: an installed lpips)")
+    parser.add_argument("--strip", default=None, help="write skeleton / pose-driven / pose-free / truth strips here")
+    args = parser.parse_args(argv)
+    pipe, cfg, num_frames, steps, init_strength = load_for_evaluation(args)
+    if pipe.unet.pose_guider is None:
+        print(f"error: {args.checkpoint} has no pose guider (trained with model.pose_guider=false)", file=sys.stderr)
+        return 1
+    lpips = None
+    if args.lpips_backbone:
+        from fashionflow.metrics.lpips import load_lpips
+
+        lpips = load_lpips(args.lpips_backbone, args.lpips_weights)
+    else:
+        print("note: no --lpips-backbone, so no LPIPS (docs/evaluation.md says where the weights come from)")
+    clips, _ = test_clips(Path(args.dataset), args.limit)
+    if not clips:
+        print(f"error: {args.dataset}/manifest.json lists no test clips", file=sys.stderr)
+        return 1
+    result = evaluate(pipe, clips, num_frames, steps, args.seed, init_strength, lpips)
+    examples = result.pop("examples")
+    result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
+                  sampler=type(pipe.scheduler).__name__, init_strength=init_strength, threads=args.threads)
+    print(markdown_table(result))
+    print(json.dumps(result["verdict"]))
+    save_results(args, result, lambda: example_strip(examples[:2]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
