@@ -4,7 +4,8 @@ A Gradio page over the same pipeline and writer as `inference.py`
 (`fashionflow.pipeline.load_pipeline`, `fashionflow.generate.generate_all`):
 
     photo + sampler, steps, guidance, init strength, frames, seed, resize
-      (+ reference views, for models trained with model.max_references)
+      (+ reference views, for models trained with model.max_references;
+         + a driving motion or pose video, for models trained with model.pose_guider)
       -> Generate (queued: one request at a time; progress from the pipeline's tqdm bar)
       -> the H.264 mp4 in a <video>, the frame strip, the files to download.
 
@@ -233,6 +234,56 @@ def reference_files(uploads, runner: "Runner") -> dict:
     return {"references": tuple(files)}
 
 
+def pose_guided(model: Model) -> bool:
+    """Whether the loaded model follows driving poses (model.pose_guider; off as released)."""
+    return model.pipe is not None and bool(model.pipe.unet.config.get("pose_guider_channels"))
+
+
+NO_MOTION = "none"
+
+
+def motion_menu(model: Model) -> gr.Dropdown:
+    from fashionflow.pose import MOTIONS
+
+    return gr.Dropdown([NO_MOTION, *MOTIONS], value=NO_MOTION, label="Driving motion",
+                       info="a built-in motion the video follows (fitted to the person in the photo)", elem_id="motion")
+
+
+def driving_motion(name, runner: "Runner") -> dict:
+    """A built-in motion's name -> {"poses", "pose_aspect"} for `generate.Settings` (as `inference.py --motion`);
+    the pipeline resamples it to the video's frames."""
+    from fashionflow.pose import MOTION_ASPECT, MOTIONS, motion_keypoints
+
+    if name == NO_MOTION:
+        return {}
+    if name not in MOTIONS:
+        raise gr.Error(f"motion must be one of {', '.join((NO_MOTION, *MOTIONS))}; got {name!r}", print_exception=False)
+    return {"poses": motion_keypoints(name), "pose_aspect": MOTION_ASPECT}
+
+
+def pose_video_upload(model: Model) -> gr.File:
+    return gr.File(label="Driving pose video (its poses drive the video)", file_types=["video"], height=100,
+                   elem_id="pose-video")
+
+
+def driving_video(upload, runner: "Runner") -> dict:
+    """An uploaded driving video -> its poses (MediaPipe, `fashionflow.pose.extract_keypoints`) as
+    {"poses", "pose_aspect"} (as `inference.py --pose-video`); gr.Error naming the file when unusable."""
+    from fashionflow.pose import extract_keypoints
+    from fashionflow.video_io import VideoReadError, read_video
+
+    path, name = upload_file(upload)
+    try:
+        frames, _ = read_video(path)
+        keypoints = extract_keypoints(frames)
+    except (ValueError, OSError, ImportError, VideoReadError) as error:  # unreadable, no person, no mediapipe
+        reason = _first_line(error)
+        if reason.startswith((str(path), "frames array")):  # named by the server's copy or the frames' shape
+            reason = reason.split(": ", 1)[-1]
+        raise gr.Error(f"{name}: {reason}", print_exception=False) from None
+    return {"poses": keypoints, "pose_aspect": frames.shape[2] / frames.shape[1]}
+
+
 # Inputs the loaded model may take besides the photo. Each appears on the page (under the photo)
 # only when the model supports it, and in /generate's arguments after the settings, so the first
 # argument stays the photo and every other argument keeps a default (None or empty: as without
@@ -240,15 +291,24 @@ def reference_files(uploads, runner: "Runner") -> dict:
 OPTIONAL_INPUTS: tuple[OptionalInput, ...] = (
     OptionalInput("references", supported=lambda model: max_references(model) > 0, component=reference_upload,
                   convert=reference_files),
+    OptionalInput("motion", supported=pose_guided, component=motion_menu, convert=driving_motion),
+    OptionalInput("pose_video", supported=pose_guided, component=pose_video_upload, convert=driving_video),
 )
 
 
 def with_optional(settings: Settings, runner: "Runner", values: dict) -> Settings:
     """`settings` with the fields each of the runner's optional inputs sets from its value ({name: value};
     None or empty: left as they are)."""
+    set_by = {}  # Settings field -> the input that set it
     for option in runner.optional:
-        if values.get(option.name) not in (None, "", []):
-            settings = replace(settings, **option.convert(values[option.name], runner))
+        if values.get(option.name) in (None, "", []):
+            continue
+        fields = option.convert(values[option.name], runner)
+        for name in fields:
+            if name in set_by:
+                raise gr.Error(f"give {set_by[name]} or {option.name}, not both", print_exception=False)
+            set_by[name] = option.name
+        settings = replace(settings, **fields)
     return settings
 
 

@@ -218,11 +218,12 @@ def served_element_ids(server) -> list:
         return [c.get("props", {}).get("elem_id") for c in json.load(response)["components"]]
 
 
-def test_a_model_without_references_has_no_reference_input(server):
+def test_a_model_without_references_or_poses_has_neither_input(server):
     from gradio_client import Client
 
     assert generate_arguments(Client(server.url, verbose=False)) == SETTINGS  # checkpoint/demo: max_references 0
-    assert "photo" in served_element_ids(server) and "references" not in served_element_ids(server)
+    ids = served_element_ids(server)
+    assert "photo" in ids and not {"references", "motion", "pose-video"} & set(ids)
 
 
 # --- reference views (models trained with model.max_references; fashionflow/models/references.py) ---
@@ -303,6 +304,57 @@ def test_reference_views_through_the_api_and_the_page(reference_model, tmp_path)
                 assert Image.open(sheet).size == (3 * 128, 128)  # the photo and the two views
         assert not app.network_calls(), app.network_calls()
         assert "Traceback" not in app.log(), app.log()
+
+
+# --- pose-driven mode (models trained with model.pose_guider; fashionflow/models/pose_guider.py) ---
+
+@pytest.fixture(scope="module")
+def pose_model(tmp_path_factory):
+    """A tiny pose-guided pipeline (fresh guider), defaults 4 frames / 1 step, as a Model."""
+    from fashionflow.testing import build_tiny_pipeline
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["model.pose_guider=true", "sample.num_frames=4",
+                                                       "sample.num_inference_steps=1", "sample.sampler=ddim"])
+    root = tmp_path_factory.mktemp("pose")
+    pipe, cfg = build_tiny_pipeline(root, cfg)
+    return Model(root, pipe=pipe, cfg=cfg)
+
+
+def write_video(path: Path, frames) -> Path:
+    from fashionflow.video_io import write_mp4
+
+    return write_mp4(path, frames, fps=8)
+
+
+def test_driving_motion_and_pose_video_inputs(pose_model, tmp_path):
+    page = build_page(pose_model, tmp_path / "work")
+    assert {"motion", "pose-video"} <= set(element_ids(page)) and "references" not in element_ids(page)
+    assert generate_parameters(page) == [*SETTINGS, "motion", "pose_video"]
+    runner = Runner(pose_model, Defaults.of(pose_model), tmp_path / "work", optional=page_optional(pose_model))
+    video, _ = runner(upload(PHOTO), frames=6, motion="turn")
+    assert frame_count(video) == 6  # the motion is resampled to the page's frame count
+    assert Path(video).with_name(Path(video).stem + "_poses.png").is_file()  # the skeletons that drove it
+    assert frame_count(runner(upload(PHOTO), motion="none")[0]) == 4  # "none": as without poses
+
+    blank = write_video(tmp_path / "empty-room.mp4", np.full((3, 64, 64, 3), 90, np.uint8))
+    broken = tmp_path / "walk.mp4"
+    broken.write_bytes(b"not a video")
+    for values, message in ((dict(pose_video=upload(broken)), "walk.mp4: cannot open as a video"),
+                            (dict(pose_video=upload(blank)), "empty-room.mp4: no person found in any of its 3 frame"),
+                            (dict(motion="moonwalk"), "motion must be one of none, turn, sway, catwalk"),
+                            (dict(motion="turn", pose_video=upload(blank)), "empty-room.mp4: no person found")):
+        with pytest.raises(gr.Error) as caught:
+            runner(upload(PHOTO), **values)
+        assert caught.value.message.startswith(message) and str(tmp_path) not in caught.value.message
+
+
+def test_pose_video_of_a_real_person_drives_the_video(pose_model, fixtures_dir, tmp_path):
+    runner = Runner(pose_model, Defaults.of(pose_model), tmp_path / "work", optional=page_optional(pose_model))
+    walk = write_video(tmp_path / "walk.mp4", read_video(fixtures_dir / "ubc_test_91BjuE6irxS.mp4", 0, 6)[0])
+    video, _ = runner(upload(PHOTO), frames=4, pose_video=upload(walk))
+    assert frame_count(video) == 4 and Path(video).with_name(Path(video).stem + "_poses.png").is_file()
+    with pytest.raises(gr.Error, match="give motion or pose_video, not both"):
+        runner(upload(PHOTO), motion="sway", pose_video=upload(walk))
 
 
 # --- a real browser ---------------------------------------------------------------------------
