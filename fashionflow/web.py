@@ -334,7 +334,7 @@ class Runner:
 
     def __call__(self, photo, sampler=None, steps=None, guidance=None, init_strength=None, frames=None, seed=None,
                  resize="stretch", progress=gr.Progress(track_tqdm=True), **optional_values):
-        """-> (video file, {"strip": frame strip png, "files": [mp4, strip, input png]}) for the page."""
+        """-> (video file, {"strip": frame strip png, "files": [mp4, strip, input png (, poses, alignment png)]})."""
         if self.model.pipe is None:
             raise gr.Error(self.model.error, print_exception=False)
         d = self.defaults.sample
@@ -362,6 +362,8 @@ class Runner:
         video = written[0]
         strip = video.with_name(f"{video.stem}_frames.png")
         files = [str(video), str(strip), str(video.with_name(f"{video.stem}_input.png"))]
+        files += [str(path) for path in (video.with_name(f"{video.stem}_poses.png"),  # pose-driven videos
+                                         video.with_name(f"{video.stem}_alignment.png")) if path.is_file()]
         return str(video), {"strip": str(strip), "files": files}
 
     def _new_folder(self) -> Path:
