@@ -176,8 +176,9 @@ def train(args) -> dict:
     print(f"{len(train_frames)} training frames, {len(test_frames)} held-out frames, {height}x{width}; "
           f"VAE with {params / 1e6:.2f}M parameters", flush=True)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+    decay = (lambda step: 0.5 * (1 + math.cos(math.pi * step / args.steps))) if args.schedule == "cosine" else (
+        lambda step: 1.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 50) * decay(step))
     centres = figure_centres(train_frames)
     crop = args.crop or min(height, width)
     started = time.perf_counter()
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--card-share", type=float, default=0.0,
                         help="share of each batch that is flat colour cards instead of frame crops")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="LR after 50 warmup steps")
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--chroma-weight", type=float, default=0.0,
                         help="weight of an extra L1 loss on the colour-difference (Cb, Cr) part of the error")
