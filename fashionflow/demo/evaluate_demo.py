@@ -162,6 +162,22 @@ def evaluation_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_lpips_arguments(parser: argparse.ArgumentParser) -> None:
+    """--lpips-backbone / --lpips-weights, for the evaluations that report LPIPS."""
+    parser.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (docs/evaluation.md)")
+    parser.add_argument("--lpips-weights", default=None, help="lpips v0.1 alex.pth (default: an installed lpips)")
+
+
+def lpips_from_args(args):
+    """The LPIPS network the arguments name, or None (with a note) when no backbone is given."""
+    if not args.lpips_backbone:
+        print("note: no --lpips-backbone, so no LPIPS (docs/evaluation.md says where the weights come from)")
+        return None
+    from fashionflow.metrics.lpips import load_lpips
+
+    return load_lpips(args.lpips_backbone, args.lpips_weights)
+
+
 def load_for_evaluation(args) -> tuple:
     """(pipeline, its config, num_frames, steps, init_strength) from the arguments of `evaluation_parser`:
     sampling settings from the command line, else the checkpoint's config.yaml, else the dataset's."""

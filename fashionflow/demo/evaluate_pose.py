@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashionflow.demo.evaluate_demo import evaluation_parser, load_for_evaluation, save_results, test_clips
+from fashionflow.demo.evaluate_demo import (add_lpips_arguments, evaluation_parser, load_for_evaluation, lpips_from_args,
+                                             save_results, test_clips)
 from fashionflow.metrics.paired import psnr_per_frame, ssim_per_frame
 from fashionflow.synthetic import render_clip
 
@@ -101,21 +102,14 @@ def example_strip(examples, frames: int = 8) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = evaluation_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (docs/evaluation.md)")
-    parser.add_argument("--lpips-weights", default=None, help="lpips v0.1 alex.pth (default: an installed lpips)")
+    add_lpips_arguments(parser)
     parser.add_argument("--strip", default=None, help="write skeleton / pose-driven / pose-free / truth strips here")
     args = parser.parse_args(argv)
     pipe, cfg, num_frames, steps, init_strength = load_for_evaluation(args)
     if pipe.unet.pose_guider is None:
         print(f"error: {args.checkpoint} has no pose guider (trained with model.pose_guider=false)", file=sys.stderr)
         return 1
-    lpips = None
-    if args.lpips_backbone:
-        from fashionflow.metrics.lpips import load_lpips
-
-        lpips = load_lpips(args.lpips_backbone, args.lpips_weights)
-    else:
-        print("note: no --lpips-backbone, so no LPIPS (docs/evaluation.md says where the weights come from)")
+    lpips = lpips_from_args(args)
     clips, _ = test_clips(Path(args.dataset), args.limit)
     if not clips:
         print(f"error: {args.dataset}/manifest.json lists no test clips", file=sys.stderr)

@@ -194,22 +194,18 @@ def frame_strip(truth: np.ndarray, front_only: np.ndarray, with_back: np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fashionflow.demo.evaluate_demo import evaluation_parser, load_for_evaluation, vae_roundtrip
+    from fashionflow.demo.evaluate_demo import (add_lpips_arguments, evaluation_parser, load_for_evaluation,
+                                                 lpips_from_args, vae_roundtrip)
 
     parser = evaluation_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (docs/evaluation.md)")
-    parser.add_argument("--lpips-weights", default=None)
+    add_lpips_arguments(parser)
     parser.add_argument("--strip", default=None, help="write a truth / front only / front + back strip (PNG) here")
     args = parser.parse_args(argv)
     pipe, _, num_frames, steps, init_strength = load_for_evaluation(args)
     if pipe.unet.references is None:
         print(f"error: {args.checkpoint} takes no reference images (model.max_references=0)", file=sys.stderr)
         return 1
-    lpips = None
-    if args.lpips_backbone:
-        from fashionflow.metrics.lpips import load_lpips
-
-        lpips = load_lpips(args.lpips_backbone, args.lpips_weights)
+    lpips = lpips_from_args(args)
     dataset = Path(args.dataset)
     height, width = pipe.image_size
     try:
