@@ -171,7 +171,10 @@ def train(args) -> dict:
     train_frames = load_frames(videos / "train")
     test_frames = load_frames(videos / "test", every=4)
     height, width = train_frames.shape[1:3]
-    vae = build_demo_vae(args.channels, args.groups, sample_size=max(height, width), seed=args.seed).train()
+    if args.init_from:  # continue training a saved VAE (its architecture; --channels/--groups are ignored)
+        vae = AutoencoderKL.from_pretrained(args.init_from, low_cpu_mem_usage=False).train()
+    else:
+        vae = build_demo_vae(args.channels, args.groups, sample_size=max(height, width), seed=args.seed).train()
     params = sum(p.numel() for p in vae.parameters())
     print(f"{len(train_frames)} training frames, {len(test_frames)} held-out frames, {height}x{width}; "
           f"VAE with {params / 1e6:.2f}M parameters", flush=True)
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="weight of an extra L1 loss on the colour-difference (Cb, Cr) part of the error")
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 64], help="widths of the 4 levels")
     parser.add_argument("--groups", type=int, default=4, help="GroupNorm groups (divides every width)")
+    parser.add_argument("--init-from", default=None, help="a saved VAE folder to continue training from")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=100)
