@@ -207,7 +207,7 @@ class FashionFlowPipeline(DiffusionPipeline):
             return {}
         if self.unet.references is None:
             raise ValueError("this model takes no reference images (trained with model.max_references=0)")
-        enc_cfg, device = self.encoders_config, self._execution_device
+        enc_cfg = self.encoders_config
         images01 = self.prepare_images([image for item in lists for image in item])  # (sum r_i) 3 H W
         mean, _ = encode_latent_dist(self.vae, images01, enc_cfg)
         hidden = clip_hidden_states(self.image_encoder, self.feature_extractor, images01, enc_cfg.preprocessing)

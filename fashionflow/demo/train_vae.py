@@ -184,9 +184,9 @@ def train(args) -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 50) * decay(step))
     centres = figure_centres(train_frames)
     crop = args.crop or min(height, width)
+    num_cards = int(round(args.batch_size * args.card_share))
     started = time.perf_counter()
     for step in range(args.steps):
-        num_cards = int(round(args.batch_size * args.card_share))
         images = random_crops(train_frames, args.batch_size - num_cards, crop, rng, centres)
         if num_cards:
             images = torch.cat((images, colour_cards(num_cards, crop, rng)))
