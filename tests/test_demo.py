@@ -136,3 +136,58 @@ def test_colour_cards_and_round_trip_shapes():
     assert all(card.flatten(1).std(1).max() > 0 for card in cards)  # a shape on the wall
     out = round_trip(build_demo_vae(sample_size=32).eval(), np.zeros((2, 32, 32, 3), np.uint8))
     assert out.shape == (2, 32, 32, 3) and out.dtype == np.uint8
+
+
+def test_vae_lr_is_constant_then_decays_over_the_last_fraction():
+    from fashionflow.demo.train_vae import lr_factor
+
+    factors = np.array([lr_factor(step, 1000, 0.4) for step in range(1000)])
+    assert factors[0] == pytest.approx(1 / 50) and (np.diff(factors[:50]) > 0).all()  # warmup
+    assert (factors[50:600] == 1).all()  # constant until 60 % of the run
+    assert (np.diff(factors[600:]) < 0).all() and factors[-1] < 1e-4  # cosine to 0
+    assert lr_factor(700, 1000, 0.4) == pytest.approx(0.5 * (1 + np.cos(np.pi * 100 / 400)))
+    whole = [lr_factor(step, 1000, 1.0) for step in range(50, 1000)]
+    assert (np.diff(whole) < 0).all()  # --schedule cosine: decays from the first step after warmup
+    assert lr_factor(999, 1000, 0.0) == 1  # no decay
+
+
+def test_saturated_cards_draw_strongly_saturated_shapes():
+    import cv2
+
+    from fashionflow.demo.train_vae import colour_cards
+
+    def shape_saturation(cards):
+        pixels = ((cards.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
+        hsv = cv2.cvtColor(pixels.reshape(-1, 1, 3), cv2.COLOR_RGB2HSV).reshape(-1, 3)
+        value_ok = hsv[:, 2] > 60  # hue and saturation are ill-defined for near-black pixels
+        wall = (pixels.reshape(-1, 3).astype(int).min(1) > 190) & (hsv[:, 1] < 30)
+        return hsv[value_ok & ~wall, 1]
+
+    saturated = shape_saturation(colour_cards(24, 32, np.random.default_rng(0), saturated_share=1.0))
+    uniform = shape_saturation(colour_cards(24, 32, np.random.default_rng(0), saturated_share=0.0))
+    assert len(saturated) > 1000 and np.percentile(saturated, 5) >= 200
+    assert np.median(uniform) < np.median(saturated) - 60
+
+
+def test_decoder_only_training_keeps_the_latent_space(tmp_path):
+    """--decoder-only (sd-vae-ft-mse's recipe): encoder, latents and scaling factor stay; the decoder learns."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from fashionflow import synthetic
+    from fashionflow.demo import train_vae
+
+    clips = tmp_path / "clips"
+    synthetic.main(["--output-dir", str(clips), "--num-videos", "6", "--frames", "4", "--height", "32", "--width", "32"])
+    common = ["--videos", str(clips), "--crop", "16", "--batch-size", "2", "--channels", "8", "8", "8", "8",
+              "--threads", "1", "--log-every", "100"]
+    assert train_vae.main([*common, "--output-dir", str(tmp_path / "first"), "--steps", "2"]) == 0
+    assert train_vae.main([*common, "--output-dir", str(tmp_path / "second"), "--steps", "3", "--lr", "1e-2",
+                           "--init-from", str(tmp_path / "first"), "--decoder-only"]) == 0
+    first, second = (AutoencoderKL.from_pretrained(tmp_path / name) for name in ("first", "second"))
+    assert second.config.scaling_factor == first.config.scaling_factor
+    for name, weight in first.state_dict().items():
+        same = torch.equal(weight, second.state_dict()[name])
+        assert same == (not name.startswith(("decoder.", "post_quant_conv."))), name
+    with pytest.raises(SystemExit):
+        train_vae.main([*common, "--output-dir", str(tmp_path / "x"), "--decoder-only"])  # nothing to keep

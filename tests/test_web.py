@@ -218,12 +218,13 @@ def served_element_ids(server) -> list:
         return [c.get("props", {}).get("elem_id") for c in json.load(response)["components"]]
 
 
-def test_a_model_without_references_or_poses_has_neither_input(server):
+def test_the_demo_model_offers_reference_views_and_driving_poses(server):
     from gradio_client import Client
 
-    assert generate_arguments(Client(server.url, verbose=False)) == SETTINGS  # checkpoint/demo: max_references 0
+    # checkpoint/demo does every mode: model.max_references 2 and a pose guider
+    assert generate_arguments(Client(server.url, verbose=False)) == [*SETTINGS, "references", "motion", "pose_video"]
     ids = served_element_ids(server)
-    assert "photo" in ids and not {"references", "motion", "pose-video"} & set(ids)
+    assert {"photo", "references", "motion", "pose-video"} <= set(ids)
 
 
 # --- reference views (models trained with model.max_references; fashionflow/models/references.py) ---

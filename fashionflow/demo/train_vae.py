@@ -5,11 +5,22 @@ uses a small `diffusers.AutoencoderKL` with the same layout (4 levels -> 8x down
 4 latent channels, a mid-block attention), trained from scratch on frames of synthetic clips
 (`fashionflow.synthetic`), so every code path that touches the VAE is the real one.
 
-    python -m fashionflow.demo.train_vae --videos fashion_dataset/synthetic --output-dir checkpoint/demo_vae
+    # stage 1 (the defaults): the whole VAE on 32 x 32 crops, 40 min on 2 cores
+    python -m fashionflow.demo.train_vae --videos fashion_dataset/synthetic_vae --output-dir runs/demo_vae
+    # stage 2: the decoder alone on whole 128 x 128 frames (the latents stay), 15 min on 1 core
+    python -m fashionflow.demo.train_vae --videos fashion_dataset/synthetic_vae --output-dir checkpoint/demo_encoders/vae \
+        --init-from runs/demo_vae --decoder-only --crop 0 --batch-size 8 --steps 2000 --lr 3e-4 \
+        --card-share 0.5 --saturated-share 0.5 --threads 1
 
-Loss: L1 + MSE on random crops (the VAE is convolutional, so crops train it for full frames)
-plus a small KL term, as in latent diffusion's first stage without the perceptual and GAN
-losses. After training, the scaling factor is set to 1 / std of the latents of the training
+Loss: L1 + MSE on random crops of the frames and, for a share of each batch, flat colour cards
+(every hue, saturation and value; a share of them strongly saturated), plus a small KL term,
+as in latent diffusion's first stage without the perceptual and GAN losses. Stage 1: 40000
+steps of 16 crops, LR 1e-3 constant and then a cosine decay over the last 40 %; saturated
+colours are learned last, after a long plateau (docs/benchmarks.md, "Demo VAE"). Crops are
+cheap but GroupNorm normalises a 32 x 32 crop differently from a whole frame: after stage 1
+the 24-colour grid comes back 1.8 levels off at 32 px but 11.6 at 128 px. Stage 2 trains the
+decoder on whole frames, so the latents (and a U-Net trained on them) stay valid, as
+Stability's sd-vae-ft-mse fine-tuned SD's decoder. After training, the scaling factor is set to 1 / std of the latents of the training
 frames (how SD's 0.18215 was chosen) and saved in the VAE's config; put the same number in
 the preset's `encoders.vae_scaling_factor`. Held-out PSNR is measured on full test frames.
 """
@@ -90,12 +101,14 @@ def random_crops(frames: np.ndarray, batch: int, crop: int, rng: np.random.Gener
     return to_model_range(np.ascontiguousarray(np.stack(crops)))
 
 
-def colour_cards(batch: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+def colour_cards(batch: int, size: int, rng: np.random.Generator, saturated_share: float = 0.0) -> torch.Tensor:
     """Flat colour cards: a light studio wall with 1-3 rectangles or ellipses of random colours
-    (hue, saturation and value uniform), [b, 3, size, size] in [-1, 1].
+    (hue, saturation and value uniform; a `saturated_share` of the shapes take their saturation
+    from the top 15 % instead), [b, 3, size, size] in [-1, 1].
 
     The synthetic garments draw their colours from a part of HSV space; these cards cover all of
-    it, so the VAE learns every colour it may be shown (the 24-colour grid, real photos).
+    it, so the VAE learns every colour it may be shown (the 24-colour grid, real photos). The
+    most saturated colours are the last it learns (docs/benchmarks.md), hence the extra share.
     """
     import cv2
 
@@ -103,7 +116,8 @@ def colour_cards(batch: int, size: int, rng: np.random.Generator) -> torch.Tenso
     for card in cards:
         card[:] = np.clip(rng.uniform(0.78, 0.98) * 255 + rng.normal(0, 5, 3), 0, 255)
         for _ in range(int(rng.integers(1, 4))):
-            hsv = np.array([[[rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(20, 255)]]], np.float32)
+            saturation = rng.uniform(217, 255) if rng.random() < saturated_share else rng.uniform(0, 255)
+            hsv = np.array([[[rng.uniform(0, 180), saturation, rng.uniform(20, 255)]]], np.float32)
             colour = tuple(int(c) for c in cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0])
             y0, x0 = rng.integers(0, size - 8, 2)
             y1, x1 = y0 + rng.integers(8, size - y0 + 1), x0 + rng.integers(8, size - x0 + 1)
@@ -163,6 +177,17 @@ def reconstruction_psnr(vae: AutoencoderKL, frames: np.ndarray, batch: int = 32)
     return torch.cat(values).mean().item()
 
 
+def lr_factor(step: int, steps: int, decay_fraction: float, warmup: int = 50) -> float:
+    """Linear warmup over `warmup` steps, constant, then a cosine to 0 over the last
+    `decay_fraction` of the steps (1.0: a cosine over the whole run)."""
+    decay_steps = round(decay_fraction * steps)
+    decay_start = steps - decay_steps
+    factor = min(1.0, (step + 1) / warmup)
+    if step >= decay_start and decay_steps:
+        factor *= 0.5 * (1 + math.cos(math.pi * (step - decay_start) / decay_steps))
+    return factor
+
+
 def train(args) -> dict:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -175,13 +200,16 @@ def train(args) -> dict:
         vae = AutoencoderKL.from_pretrained(args.init_from, low_cpu_mem_usage=False).train()
     else:
         vae = build_demo_vae(args.channels, args.groups, sample_size=max(height, width), seed=args.seed).train()
+    if args.decoder_only:  # the latent space stays as it is (sd-vae-ft-mse's recipe): models trained on it still fit
+        vae.encoder.requires_grad_(False)
+        if vae.quant_conv is not None:
+            vae.quant_conv.requires_grad_(False)
     params = sum(p.numel() for p in vae.parameters())
     print(f"{len(train_frames)} training frames, {len(test_frames)} held-out frames, {height}x{width}; "
           f"VAE with {params / 1e6:.2f}M parameters", flush=True)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    decay = (lambda step: 0.5 * (1 + math.cos(math.pi * step / args.steps))) if args.schedule == "cosine" else (
-        lambda step: 1.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 50) * decay(step))
+    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    decay_fraction = 1.0 if args.schedule == "cosine" else args.decay_fraction
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, args.steps, decay_fraction))
     centres = figure_centres(train_frames)
     crop = args.crop or min(height, width)
     num_cards = int(round(args.batch_size * args.card_share))
@@ -189,11 +217,12 @@ def train(args) -> dict:
     for step in range(args.steps):
         images = random_crops(train_frames, args.batch_size - num_cards, crop, rng, centres)
         if num_cards:
-            images = torch.cat((images, colour_cards(num_cards, crop, rng)))
+            images = torch.cat((images, colour_cards(num_cards, crop, rng, args.saturated_share)))
         loss, parts = vae_loss(vae, images, args.kl_weight, generator, args.chroma_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        if args.grad_clip:
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), args.grad_clip)
         optimizer.step()
         schedule.step()
         if step % args.log_every == 0 or step == args.steps - 1:
@@ -207,8 +236,9 @@ def train(args) -> dict:
             vae.train()
     train_seconds = time.perf_counter() - started
     vae.eval()
-    std = latent_std(vae, train_frames[:: max(1, len(train_frames) // 256)])
-    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    if not args.decoder_only:  # a frozen encoder keeps its latents, and so their scale
+        std = latent_std(vae, train_frames[:: max(1, len(train_frames) // 256)])
+        vae.register_to_config(scaling_factor=round(1.0 / std, 5))
     psnr = reconstruction_psnr(vae, test_frames)
     grid = colour_grid_errors(lambda images: round_trip(vae, images), height, width)
     vae.save_pretrained(args.output_dir)
@@ -228,26 +258,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the demo AutoencoderKL on synthetic fashion frames.")
     parser.add_argument("--videos", required=True, help="folder with train/ and test/ videos (python -m fashionflow.synthetic)")
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--steps", type=int, default=40000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--crop", type=int, default=32, help="training crop size (multiple of 8; 0 = whole frames)")
-    parser.add_argument("--card-share", type=float, default=0.0,
+    parser.add_argument("--card-share", type=float, default=0.25,
                         help="share of each batch that is flat colour cards instead of frame crops")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="LR after 50 warmup steps")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                        help="LR after 50 warmup steps: constant then a cosine decay over the last --decay-fraction "
+                             "of the steps, or a cosine over the whole run")
+    parser.add_argument("--decay-fraction", type=float, default=0.4,
+                        help="with --schedule constant: the share of the steps, at the end, over which the LR decays to 0")
+    parser.add_argument("--saturated-share", type=float, default=0.3,
+                        help="share of colour-card shapes drawn with saturation in the top 15 %%")
+    parser.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip (0 = off)")
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--chroma-weight", type=float, default=0.0,
                         help="weight of an extra L1 loss on the colour-difference (Cb, Cr) part of the error")
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 64], help="widths of the 4 levels")
     parser.add_argument("--groups", type=int, default=4, help="GroupNorm groups (divides every width)")
     parser.add_argument("--init-from", default=None, help="a saved VAE folder to continue training from")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="with --init-from: train the decoder only; the encoder, its latents and the scaling factor "
+                             "stay, so a U-Net trained on them still fits")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=0, help="steps between colour-grid / PSNR checks (0 = end only)")
     args = parser.parse_args(argv)
     if args.crop % 8:
         parser.error("--crop must be a multiple of 8")
+    if args.decoder_only and not args.init_from:
+        parser.error("--decoder-only needs --init-from (the VAE whose encoder to keep)")
+    if not 0 <= args.decay_fraction <= 1:
+        parser.error("--decay-fraction must be between 0 and 1")
+    if not 0 <= args.card_share <= 1 or not 0 <= args.saturated_share <= 1:
+        parser.error("--card-share and --saturated-share must be between 0 and 1")
     torch.set_num_threads(args.threads)
     train(args)
     return 0
