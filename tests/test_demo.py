@@ -191,3 +191,26 @@ def test_decoder_only_training_keeps_the_latent_space(tmp_path):
         assert same == (not name.startswith(("decoder.", "post_quant_conv."))), name
     with pytest.raises(SystemExit):
         train_vae.main([*common, "--output-dir", str(tmp_path / "x"), "--decoder-only"])  # nothing to keep
+
+
+def test_readme_strip_puts_each_input_beside_its_frames(tmp_path):
+    from PIL import Image
+
+    from fashionflow.demo import readme_strip
+    from fashionflow.video_io import write_mp4
+
+    rng = np.random.default_rng(0)
+    for name, colour in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
+        photo = np.full((32, 32, 3), colour, np.uint8)
+        references = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)  # NAME_0_input.png: the input, then references
+        Image.fromarray(np.concatenate([photo, references], axis=1)).save(tmp_path / f"{name}_0_input.png")
+        write_mp4(tmp_path / f"{name}_0.mp4", np.repeat(photo[None], 12, 0), fps=8)
+    out = tmp_path / "strip.png"
+    assert readme_strip.main(["a", "b", "--results", str(tmp_path), "--output", str(out), "--frames", "4"]) == 0
+    strip = np.asarray(Image.open(out))
+    gap = readme_strip.GAP
+    assert strip.shape == (2 * 32 + gap, 32 + gap + 4 * 32, 3)
+    assert (strip[:32, :32] == (200, 30, 30)).all() and (strip[-32:, :32] == (30, 30, 200)).all()
+    assert (strip[32:32 + gap] == 255).all() and (strip[:, 32:32 + gap] == 255).all()
+    assert np.abs(strip[:32, -32:].astype(int) - (200, 30, 30)).max() < 12  # the video's frames, H.264-coded
+    assert readme_strip.main(["missing", "--results", str(tmp_path), "--output", str(out)]) == 2
