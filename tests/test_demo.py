@@ -73,6 +73,19 @@ def test_colour_verdict_is_measured_against_the_chance_level_of_two_clips():
     assert verdict(lost, truth)["keeps_colours"]  # without a chance level only the drift from the input counts
 
 
+def test_demo_targets_of_issue_11():
+    from fashionflow.demo.evaluate_demo import demo_targets
+
+    truth = {"motion": 2.0, "colour_drift_vs_input": 0.05}
+    good = {"motion": 1.6, "colour_drift_vs_input": 0.14, "first_frame_psnr": 30.0}
+    assert all(demo_targets(good, truth).values()) and len(demo_targets(good, truth)) == 3
+    for change, target in ((dict(motion=1.4), "motion_within_25_percent"), (dict(motion=2.6), "motion_within_25_percent"),
+                           (dict(colour_drift_vs_input=0.16), "colour_drift_within_0.1_of_truth"),
+                           (dict(first_frame_psnr=27.0), "first_frame_psnr_at_least_28_db")):
+        checks = demo_targets(dict(good, **change), truth)
+        assert [name for name, ok in checks.items() if not ok] == [target]
+
+
 # --- the bundled demo ------------------------------------------------------------------------
 
 def test_bundle_is_small_complete_and_matches_the_preset():

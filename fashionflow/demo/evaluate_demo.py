@@ -68,7 +68,18 @@ def verdict(model: dict, truth: dict, vae: dict | None = None, chance: float | N
     return {
         "moves_closer_to_truth_than_baseline": abs(model["motion"] - truth["motion"]) < truth["motion"],
         "keeps_colours": bool(keeps),
+        **demo_targets(model, truth),
     }
+
+
+def demo_targets(model: dict, truth: dict) -> dict[str, bool]:
+    """The rebuilt demo's targets (issue 11): frame 0 at least 28 dB from the input, the figure's
+    colour drift from the input within 0.1 of the ground truth's, motion within 25 % of the truth's."""
+    checks = {"motion_within_25_percent": abs(model["motion"] - truth["motion"]) <= 0.25 * truth["motion"],
+              "colour_drift_within_0.1_of_truth": model["colour_drift_vs_input"] <= truth["colour_drift_vs_input"] + 0.1}
+    if "first_frame_psnr" in model:
+        checks["first_frame_psnr_at_least_28_db"] = model["first_frame_psnr"] >= 28
+    return {name: bool(ok) for name, ok in checks.items()}
 
 
 def chance_colour_drift(truths: list[np.ndarray]) -> float | None:
