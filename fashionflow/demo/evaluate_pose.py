@@ -1,6 +1,6 @@
 """Measure the pose-driven mode on held-out synthetic clips: pose-driven vs pose-free vs repeat-input.
 
-    python -m fashionflow.demo.evaluate_pose --checkpoint runs/demo_pose/checkpoints/step-0030000 \
+    python -m fashionflow.demo.evaluate_pose --checkpoint checkpoint/demo \
         --dataset fashion_dataset/synthetic --output benchmarks/results/pose_quality.json --strip docs/pose_frames.png
 
 For each test clip of a synthetic dataset (the manifest gives the clip seeds, so the ground
