@@ -51,7 +51,8 @@ def test_baseline_and_truth_numbers_on_a_synthetic_clip():
     assert b["motion"] == 0.0 and b["colour_drift_vs_input"] == 0.0 and b["first_frame_psnr"] == float("inf")
     assert t["motion"] > 0 and t["psnr_vs_truth"] == float("inf")
     assert not verdict(b, t)["moves_closer_to_truth_than_baseline"]
-    assert all(verdict(t, t).values()) and {"moves_closer_to_truth_than_baseline", "keeps_colours"} <= set(verdict(t, t))
+    perfect = verdict(t, t)
+    assert all(perfect.values()) and {"moves_closer_to_truth_than_baseline", "keeps_colours"} <= set(perfect)
     table = markdown_table({"model": summarise([t]), "baseline": summarise([b]), "truth": summarise([t])})
     rows = table.splitlines()
     assert len(rows) == 7 and all(row.count("|") == 6 for row in rows)

@@ -227,6 +227,16 @@ def test_the_demo_model_offers_reference_views_and_driving_poses(server):
     assert {"photo", "references", "motion", "pose-video"} <= set(ids)
 
 
+def test_a_model_without_references_or_poses_has_neither_input(tmp_path):
+    """The released preset's shape (tiny widths): no reference upload, no motion, no pose video."""
+    from fashionflow.testing import build_tiny_pipeline
+
+    pipe, cfg = build_tiny_pipeline(tmp_path, load_config(ROOT / "configs" / "tiny.yaml"))
+    page = build_page(Model(tmp_path, pipe=pipe, cfg=cfg), tmp_path / "work")
+    assert generate_parameters(page) == SETTINGS
+    assert "photo" in element_ids(page) and not {"references", "motion", "pose-video"} & set(element_ids(page))
+
+
 # --- reference views (models trained with model.max_references; fashionflow/models/references.py) ---
 
 VIEWS = sorted(PHOTO.parent.glob("*.png"))[1:]  # two other demo photos as the back and side views

@@ -158,8 +158,9 @@ def frame_strip(videos: list[tuple[np.ndarray, np.ndarray]], frames: int = 8) ->
     return np.concatenate([np.concatenate([contact_sheet(t, frames), contact_sheet(v, frames)]) for t, v in videos])
 
 
-def evaluation_parser(description: str) -> argparse.ArgumentParser:
-    """The arguments every demo evaluation takes (checkpoint, dataset, sampling, output)."""
+def evaluation_parser(description: str, strip_help: str, lpips: bool = False) -> argparse.ArgumentParser:
+    """The arguments every demo evaluation takes (checkpoint, dataset, sampling, output, a picture
+    to `--strip`), and with `lpips` the LPIPS weights for the evaluations that report it."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--checkpoint", default="checkpoint/demo")
     parser.add_argument("--dataset", default="fashion_dataset/synthetic", help="python -m fashionflow.synthetic output")
@@ -170,13 +171,11 @@ def evaluation_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=None, help="write the numbers as JSON here")
+    if lpips:
+        parser.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (docs/evaluation.md)")
+        parser.add_argument("--lpips-weights", default=None, help="lpips v0.1 alex.pth (default: an installed lpips)")
+    parser.add_argument("--strip", default=None, help=strip_help)
     return parser
-
-
-def add_lpips_arguments(parser: argparse.ArgumentParser) -> None:
-    """--lpips-backbone / --lpips-weights, for the evaluations that report LPIPS."""
-    parser.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (docs/evaluation.md)")
-    parser.add_argument("--lpips-weights", default=None, help="lpips v0.1 alex.pth (default: an installed lpips)")
 
 
 def lpips_from_args(args):
@@ -207,9 +206,7 @@ def load_for_evaluation(args) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = evaluation_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--strip", default=None, help="write truth / model frame strips (PNG) here")
-    args = parser.parse_args(argv)
+    args = evaluation_parser(__doc__.split("\n\n")[0], "write truth / model frame strips (PNG) here").parse_args(argv)
     pipe, cfg, num_frames, steps, init_strength = load_for_evaluation(args)
     clips, _ = test_clips(Path(args.dataset), args.limit)
     if not clips:

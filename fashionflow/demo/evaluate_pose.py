@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashionflow.demo.evaluate_demo import (add_lpips_arguments, evaluation_parser, load_for_evaluation, lpips_from_args,
+from fashionflow.demo.evaluate_demo import (evaluation_parser, load_for_evaluation, lpips_from_args,
                                              save_results, test_clips)
 from fashionflow.metrics.paired import psnr_per_frame, ssim_per_frame
 from fashionflow.synthetic import render_clip
@@ -101,10 +101,8 @@ def example_strip(examples, frames: int = 8) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = evaluation_parser(__doc__.split("\n\n")[0])
-    add_lpips_arguments(parser)
-    parser.add_argument("--strip", default=None, help="write skeleton / pose-driven / pose-free / truth strips here")
-    args = parser.parse_args(argv)
+    args = evaluation_parser(__doc__.split("\n\n")[0], "write skeleton / pose-driven / pose-free / truth strips here",
+                             lpips=True).parse_args(argv)
     pipe, cfg, num_frames, steps, init_strength = load_for_evaluation(args)
     if pipe.unet.pose_guider is None:
         print(f"error: {args.checkpoint} has no pose guider (trained with model.pose_guider=false)", file=sys.stderr)

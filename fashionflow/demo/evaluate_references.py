@@ -26,7 +26,6 @@ frame 0 faces the camera are used. The target of issue 12: the back frames' erro
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -194,13 +193,11 @@ def frame_strip(truth: np.ndarray, front_only: np.ndarray, with_back: np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fashionflow.demo.evaluate_demo import (add_lpips_arguments, evaluation_parser, load_for_evaluation,
-                                                 lpips_from_args, vae_roundtrip)
+    from fashionflow.demo.evaluate_demo import (evaluation_parser, load_for_evaluation,
+                                                 lpips_from_args, save_results, vae_roundtrip)
 
-    parser = evaluation_parser(__doc__.split("\n\n")[0])
-    add_lpips_arguments(parser)
-    parser.add_argument("--strip", default=None, help="write a truth / front only / front + back strip (PNG) here")
-    args = parser.parse_args(argv)
+    args = evaluation_parser(__doc__.split("\n\n")[0], "write a truth / front only / front + back strip (PNG) here",
+                             lpips=True).parse_args(argv)
     pipe, _, num_frames, steps, init_strength = load_for_evaluation(args)
     if pipe.unet.references is None:
         print(f"error: {args.checkpoint} takes no reference images (model.max_references=0)", file=sys.stderr)
@@ -219,14 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                   init_strength=init_strength, sampler=type(pipe.scheduler).__name__)
     print(markdown_table(result))
     print(json.dumps(result["verdict"]))
-    if args.output:
-        from fashionflow.utils import atomic_write_text
-
-        atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
-    if args.strip:
-        from fashionflow.video_io import write_image
-
-        write_image(args.strip, frame_strip(*videos[0]))
+    save_results(args, result, lambda: frame_strip(*videos[0]))
     return 0
 
 
