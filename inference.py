@@ -46,6 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpm"), help="default: config's sample.sampler")
     parser.add_argument("--steps", type=int, help="denoising steps (default: config, or 1000 ddpm / 25 otherwise)")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--pose-guidance", type=float,
+                        help="guidance towards the driving poses, against the same inputs without them (1 = off; "
+                             "each guidance term costs one more U-Net pass per step)")
+    parser.add_argument("--reference-guidance", type=float,
+                        help="guidance towards the reference views, against the same inputs without them (1 = off)")
     parser.add_argument("--init-strength", type=float,
                         help="1 = start from pure noise (released); below 1, start that far down from frame 0 "
                              "repeated and noised (default: config's sample.init_strength)")
@@ -73,6 +78,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.init_strength is not None and not 0 < args.init_strength <= 1:
         parser.error("--init-strength must be in (0, 1]")
+    if args.pose_guidance not in (None, 1.0) and not (args.pose_video or args.pose or args.motion):
+        parser.error("--pose-guidance needs driving poses (--pose-video, --pose or --motion)")
+    if args.reference_guidance not in (None, 1.0) and not (args.reference or args.num_references):
+        parser.error("--reference-guidance needs references (--reference, or --num-references with --dataset)")
     return args
 
 
@@ -106,6 +115,9 @@ def settings_from(args, cfg, pipe):
     num_frames = args.frames if args.poses is not None else pick(args.frames, "num_frames", 70)  # None: follow poses
     return Settings(num_videos=args.num_videos, num_frames=num_frames, steps=steps,
                     guidance=pick(args.guidance, "guidance_scale", 1.0),
+                    pose_guidance=pick(args.pose_guidance, "pose_guidance_scale", 1.0) if args.poses is not None else 1.0,
+                    reference_guidance=(pick(args.reference_guidance, "reference_guidance_scale", 1.0)
+                                        if args.reference or args.num_references else 1.0),
                     init_strength=pick(args.init_strength, "init_strength", 1.0), seed=pick(args.seed, "seed", 0),
                     fps=pick(args.fps, "fps", 25.0), decode_chunk_size=pick(args.decode_chunk_size, "decode_chunk_size", 8),
                     resize=args.resize, precision=args.precision, overwrite=args.overwrite,

@@ -166,6 +166,10 @@ class SampleConfig:
     sampler: Literal["ddpm", "ddim", "dpm"] = "ddpm"
     num_inference_steps: int = 1000
     guidance_scale: float = 1.0
+    # guidance towards the driving poses / the reference views, against the same inputs without
+    # them (fashionflow.diffusion.Guidance); 1.0 = off
+    pose_guidance_scale: float = 1.0
+    reference_guidance_scale: float = 1.0
     # 1.0 = start from pure noise (released); s < 1 = start s of the way down from frame 0
     # repeated and noised (SDEdit / ConsistI2V FrameInit; fashionflow.diffusion.first_frame_start)
     init_strength: float = 1.0

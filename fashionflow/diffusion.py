@@ -10,6 +10,7 @@ step. Latents are [b, c, f, h, w] (channels before frames) and already scaled by
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 import numpy as np
@@ -147,17 +148,85 @@ def diffusion_loss(unet: torch.nn.Module, latents: torch.Tensor, context: torch.
     raise ValueError(f"unknown diffusion.loss_reduction {diff_cfg.loss_reduction!r}")
 
 
-def guided_conditions(conditions: dict) -> dict:
-    """U-Net keyword inputs for the [null, cond] batch of classifier-free guidance: the null half
-    has no references (guidance drops the image conditions; frame 0 stays); poses stay in both
-    halves (the motion is the same, guidance sharpens the image)."""
-    doubled = {name: torch.cat([value, value]) for name, value in conditions.items() if value is not None}
-    if "references" in doubled:
-        mask = conditions.get("reference_mask")
-        real = mask if mask is not None else torch.ones(conditions["references"].shape[:2], dtype=torch.bool,
-                                                         device=conditions["references"].device)
-        doubled["reference_mask"] = torch.cat([torch.zeros_like(real), real])
-    return doubled
+def with_masks(conditions: dict) -> dict:
+    """`conditions` with an explicit all-True reference_mask [b, r] / pose_mask [b] where absent."""
+    conditions = {name: value for name, value in conditions.items() if value is not None}
+    if "references" in conditions and "reference_mask" not in conditions:
+        references = conditions["references"]
+        conditions["reference_mask"] = torch.ones(references.shape[:2], dtype=torch.bool, device=references.device)
+    if "pose" in conditions and "pose_mask" not in conditions:
+        pose = conditions["pose"]
+        conditions["pose_mask"] = torch.ones(pose.shape[:1], dtype=torch.bool, device=pose.device)
+    return conditions
+
+
+def without_references(conditions: dict) -> dict:
+    """The same inputs with every reference masked out (the base model's path)."""
+    if "references" not in conditions:
+        return conditions
+    return {**conditions, "reference_mask": torch.zeros_like(conditions["reference_mask"])}
+
+
+def without_pose(conditions: dict) -> dict:
+    """The same inputs with every pose masked out (spontaneous motion, as in pose dropout)."""
+    if "pose" not in conditions:
+        return conditions
+    return {**conditions, "pose_mask": torch.zeros_like(conditions["pose_mask"])}
+
+
+def _stack_branches(branches: list[dict]) -> dict:
+    return {name: torch.cat([branch[name] for branch in branches]) for name in branches[-1]}
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance scales; 1.0 = that term off, and each other value costs one more
+    U-Net pass per step (the passes run as one batch).
+
+    image: against the all-zeros context without references (poses kept), as released:
+        eps = eps_null + image (eps_cond - eps_null).
+    pose / references: against the same inputs without the poses / without the references,
+    added on top: eps += (pose - 1) (eps_cond - eps_no_pose) (compositional guidance, Liu et al.
+    2022; InstructPix2Pix's separate image and text scales, Brooks et al. 2023). They need a
+    model trained with pose / reference dropout, whose conditional and unconditional predictions
+    come from one network.
+    """
+    image: float = 1.0
+    pose: float = 1.0
+    references: float = 1.0
+
+    def branches(self, context: torch.Tensor, conditions: dict) -> tuple[list[str], torch.Tensor, dict]:
+        """(branch names, context of every branch concatenated, conditions likewise): the batch
+        of one guided U-Net pass, the conditional branch last."""
+        conditions = with_masks(conditions)
+        if self.pose != 1.0 and "pose" not in conditions:
+            raise ValueError(f"pose guidance ({self.pose}) needs driving poses")
+        if self.references != 1.0 and "references" not in conditions:
+            raise ValueError(f"reference guidance ({self.references}) needs reference images")
+        names, contexts, inputs = [], [], []
+        for name, scale, branch_context, branch_inputs in (
+                ("image", self.image, null_context(context), without_references(conditions)),
+                ("pose", self.pose, context, without_pose(conditions) if self.pose != 1.0 else None),
+                ("references", self.references, context,
+                 without_references(conditions) if self.references != 1.0 else None)):
+            if scale != 1.0:
+                names.append(name)
+                contexts.append(branch_context)
+                inputs.append(branch_inputs)
+        names.append("cond")
+        contexts.append(context)
+        inputs.append(conditions)
+        return names, torch.cat(contexts), _stack_branches(inputs) if conditions else {}
+
+    def combine(self, names: list[str], eps: torch.Tensor) -> torch.Tensor:
+        """The U-Net output of the batch from `branches` [k b, ...] -> the guided noise [b, ...]."""
+        parts = dict(zip(names, eps.chunk(len(names))))
+        cond = parts["cond"]
+        guided = parts["image"] + self.image * (cond - parts["image"]) if "image" in parts else cond
+        for name, scale in (("pose", self.pose), ("references", self.references)):
+            if name in parts:
+                guided = guided + (scale - 1.0) * (cond - parts[name])
+        return guided
 
 
 def first_frame_start(scheduler: SchedulerMixin, image_latent: torch.Tensor, noise: torch.Tensor,
@@ -195,13 +264,16 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
                          autocast_dtype: Optional[torch.dtype] = None,
                          progress: Callable[[Iterable], Iterable] = lambda steps: steps,
                          init_strength: float = 1.0, conditions: Optional[dict] = None,
-                         local_conditioning: bool = True) -> torch.Tensor:
+                         local_conditioning: bool = True, pose_guidance_scale: float = 1.0,
+                         reference_guidance_scale: float = 1.0) -> torch.Tensor:
     """Denoise a video from pure noise, frame 0 held at the image latent (FASHIONFLOW.md, "Sampling").
 
     context [b, n, C] (adapter output), image_latent [b, c, h, w] -> latents [b, c, f, h, w] (fp32).
     `generator`: one per video (a list of b) so a video does not depend on its batch; the
     scheduler state is fp32 and the U-Net runs under `autocast_dtype` (CPU or CUDA; None = none).
-    Guidance: eps = eps_null + s (eps_cond - eps_null), with the all-zeros null context; s = 1 skips it.
+    Guidance: eps = eps_null + s (eps_cond - eps_null), with the all-zeros null context; s = 1 skips it;
+    `pose_guidance_scale` / `reference_guidance_scale` add guidance against the same inputs
+    without the poses / references (`Guidance`).
     `init_strength` 1.0 starts from pure noise (released); below 1, see `first_frame_start`.
     `conditions`: optional U-Net keyword inputs (references [b, r, n, C], reference_mask [b, r], pose [b, 3, f, H, W],
     pose_mask [b]).
@@ -216,24 +288,24 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
     timesteps, latents = first_frame_start(scheduler, image_latent, noise, init_strength)
     latents = hold_first_frame(latents, image_latent)
 
-    guided = guidance_scale != 1.0
-    weights_dtype = getattr(unet, "dtype", torch.float32)  # a U-Net cast to bf16/fp16 takes inputs of its dtype
-    unet_context = torch.cat([null_context(context), context]) if guided else context
-    unet_context = unet_context.to(weights_dtype)
+    guidance = Guidance(guidance_scale, pose_guidance_scale, reference_guidance_scale)
     conditions = {k: v for k, v in (conditions or {}).items() if v is not None}
-    conditions = guided_conditions(conditions) if guided else conditions
+    names, unet_context, batch_conditions = guidance.branches(context, conditions)
+    if names == ["cond"]:  # unguided: the inputs as given
+        unet_context = context
+    else:
+        conditions = batch_conditions
+    weights_dtype = getattr(unet, "dtype", torch.float32)  # a U-Net cast to bf16/fp16 takes inputs of its dtype
+    unet_context = unet_context.to(weights_dtype)
     conditions = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in conditions.items()}
     for t in progress(timesteps):
         model_input = scheduler.scale_model_input(latents, t)
-        if guided:
-            model_input = torch.cat([model_input, model_input])
+        if len(names) > 1:
+            model_input = torch.cat([model_input] * len(names))
         timesteps = t.expand(model_input.shape[0]).to(device)
         with autocast(device, autocast_dtype):
             eps = unet(model_input.to(weights_dtype), timesteps, unet_context, **conditions)
-        eps = eps.float()
-        if guided:
-            eps_null, eps_cond = eps.chunk(2)
-            eps = eps_null + guidance_scale * (eps_cond - eps_null)
+        eps = guidance.combine(names, eps.float())
         latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
         latents = hold_first_frame(latents, image_latent)  # released: frame 0 reset after every step
     return latents

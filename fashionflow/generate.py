@@ -48,6 +48,8 @@ class Settings:
     num_frames: Optional[int] = 70  # None: as many as the driving poses have
     steps: Optional[int] = None
     guidance: float = 1.0
+    pose_guidance: float = 1.0  # towards the driving poses (needs poses)
+    reference_guidance: float = 1.0  # towards the references (needs references)
     init_strength: float = 1.0
     seed: int = 0
     fps: float = 25.0
@@ -206,7 +208,9 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
                           guidance_scale=settings.guidance, init_strength=settings.init_strength,
                           generator=[generator], output_type="np", reference_images=[references] if references else None,
                           decode_chunk_size=settings.decode_chunk_size, precision=settings.precision,
-                          poses=settings.poses, align=settings.align, pose_aspect=settings.pose_aspect)
+                          poses=settings.poses, align=settings.align, pose_aspect=settings.pose_aspect,
+                          pose_guidance_scale=settings.pose_guidance,
+                          reference_guidance_scale=settings.reference_guidance if references else 1.0)
             frames = output.frames[0]
             frame_count = len(frames)
             seconds += time.perf_counter() - began

@@ -246,12 +246,16 @@ class FashionFlowPipeline(DiffusionPipeline):
                  output_type: Literal["np", "pt", "latent"] = "np", decode_chunk_size: int = 8,
                  precision: Precision = "auto", return_dict: bool = True, init_strength: float = 1.0,
                  reference_images: Optional[Sequence] = None, poses=None, align: bool = True,
-                 pose_aspect: Optional[float] = None):
+                 pose_aspect: Optional[float] = None, pose_guidance_scale: float = 1.0,
+                 reference_guidance_scale: float = 1.0):
         """Generate one video per input image.
 
         num_inference_steps: None = the scheduler's default (1000 for DDPM, 25 for DDIM/DPM).
         generator: one per image (a list) for batch-independent videos; a single generator is
         shared by the batch. guidance_scale 1.0 = no classifier-free guidance.
+        pose_guidance_scale / reference_guidance_scale: guidance towards the poses / the
+        references (against the same inputs without them; `fashionflow.diffusion.Guidance`),
+        1.0 = off; each other value costs one more U-Net pass per step.
         init_strength 1.0 = start from pure noise (released); s < 1 = run the last s of the
         steps from frame 0 repeated and noised (`fashionflow.diffusion.first_frame_start`).
         reference_images: one list per input image of extra views of the same garment (back,
@@ -287,7 +291,9 @@ class FashionFlowPipeline(DiffusionPipeline):
                                            guidance_scale=guidance_scale, generator=generator,
                                            autocast_dtype=autocast_dtype(device, precision),
                                            progress=self.progress_bar, init_strength=init_strength,
-                                           conditions=conditions, local_conditioning=self.config.local_conditioning)
+                                           conditions=conditions, local_conditioning=self.config.local_conditioning,
+                                           pose_guidance_scale=pose_guidance_scale,
+                                           reference_guidance_scale=reference_guidance_scale)
         if output_type == "latent":
             frames = latents
         else:

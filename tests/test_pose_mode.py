@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from fashionflow.config import ConfigError, config_hash, load_config
 from fashionflow.data import LatentClipDataset, LatentDatasetError
 from fashionflow.data.latent_dataset import read_clip_header
+from fashionflow.diffusion import Guidance
 from fashionflow.models import build_models, load_base_weights
 from fashionflow.pose import motion_keypoints
 from fashionflow.pose.drive import driving_poses
@@ -116,12 +117,49 @@ def test_references_and_poses_together_start_as_the_base_model_and_both_act():
 
 
 
+def test_guidance_towards_poses_and_references_is_the_compositional_formula():
+    cfg = load_config(TINY, POSE + ["model.max_references=2"])
+    unet, _ = build_models(cfg.model)
+    perturb_guider(unet)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for layer in [*unet.references.down, *unet.references.up]:
+            layer.to_out.weight.copy_(torch.randn(layer.to_out.weight.shape, generator=generator) * 0.5)
+    latents, t, context, pose = unet_inputs(cfg)
+    references = torch.randn(2, 2, *context.shape[1:], generator=generator)
+    guidance = Guidance(image=1.5, pose=2.0, references=3.0)
+    names, batch_context, batch_conditions = guidance.branches(context, {"references": references, "pose": pose})
+    assert names == ["image", "pose", "references", "cond"] and batch_context.shape[0] == 8
+    with torch.no_grad():
+        guided = guidance.combine(names, unet(torch.cat([latents] * 4), t.repeat(4), batch_context,
+                                              **batch_conditions))
+        cond = unet(latents, t, context, references=references, pose=pose)
+        null = unet(latents, t, torch.zeros_like(context), pose=pose)  # image guidance keeps the poses
+        no_pose = unet(latents, t, context, references=references)
+        no_references = unet(latents, t, context, pose=pose)
+    expected = null + 1.5 * (cond - null) + (2.0 - 1) * (cond - no_pose) + (3.0 - 1) * (cond - no_references)
+    torch.testing.assert_close(guided, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(guided, cond)
+    with pytest.raises(ValueError, match="pose guidance .* needs driving poses"):
+        Guidance(pose=2.0).branches(context, {"references": references})
+    with pytest.raises(ValueError, match="reference guidance .* needs reference images"):
+        Guidance(references=2.0).branches(context, {"pose": pose})
+
+
 def test_pipeline_takes_references_and_poses_together_with_guidance(tmp_path):
     pipe, _ = build_tiny_pipeline(tmp_path, load_config(TINY, POSE + ["model.max_references=2"]))
     pipe.set_progress_bar_config(disable=True)
     out = run(pipe, reference_images=[[torch.rand(3, 128, 128)]], poses=motion_keypoints("turn", 4), align=False,
               guidance_scale=2.0)
     assert out.frames.shape == (1, 4, 128, 128, 3) and out.poses[0].shape == (4, 18, 3)
+    # fresh optional modules: guidance towards them changes nothing; a batch may mix inputs with and without
+    mixed = pipe(torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)), num_inference_steps=2,
+                 generator=[torch.Generator().manual_seed(3)] * 2, output_type="np", align=False,
+                 reference_images=[None, [torch.rand(3, 128, 128)]], poses=[motion_keypoints("turn", 4), None],
+                 pose_guidance_scale=3.0, reference_guidance_scale=3.0)
+    plain = pipe(torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)), num_inference_steps=2,
+                 generator=[torch.Generator().manual_seed(3)] * 2, output_type="np", num_frames=4)
+    np.testing.assert_allclose(mixed.frames.astype(float), plain.frames.astype(float), atol=1)
 
 
 # ------------------------------------------------------------------------ poses for one video
@@ -328,7 +366,7 @@ def test_inference_motion_writes_pose_strip_and_alignment_preview(checkpoints, t
     Image.fromarray(np.full((120, 90, 3), 200, np.uint8)).save(tmp_path / "blank.png")
     out = tmp_path / "out"
     args = ["--checkpoint", str(checkpoints[0]), "--image", str(tmp_path / "blank.png"), "--motion", "sway",
-            "--frames", "4", "--output-dir", str(out), "--device", "cpu"]
+            "--pose-guidance", "2", "--frames", "4", "--output-dir", str(out), "--device", "cpu"]
     assert inference_main(args) == 0
     captured = capsys.readouterr()
     assert "driven by motion sway (4 poses, aligned)" in captured.out
@@ -360,6 +398,12 @@ def test_inference_pose_errors_are_one_line(checkpoints, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         inference_main(["--checkpoint", str(checkpoints[0]), "--motion", "moonwalk", *common])
     assert exit_info.value.code == 2 and "invalid choice: 'moonwalk'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        inference_main(["--checkpoint", str(checkpoints[0]), "--pose-guidance", "2", *common])
+    assert "--pose-guidance needs driving poses" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        inference_main(["--checkpoint", str(checkpoints[0]), "--reference-guidance", "2", *common])
+    assert "--reference-guidance needs references" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.mp4"))
 
 

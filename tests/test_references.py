@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from fashionflow.config import ConfigError, config_hash, load_config
-from fashionflow.diffusion import diffusion_loss, guided_conditions, make_scheduler, sample_video_latents
+from fashionflow.diffusion import Guidance, diffusion_loss, make_scheduler, sample_video_latents
 from fashionflow.models import build_models, load_base_weights
 from fashionflow.training import loop
 
@@ -184,10 +184,12 @@ def test_local_conditioning_off_noises_and_predicts_frame_0():
 
 def test_guidance_null_half_has_no_references():
     refs, mask = torch.randn(2, 3, 50, 32), torch.tensor([[True, True, False], [True, False, False]])
-    doubled = guided_conditions({"references": refs, "reference_mask": mask})
+    names, context, doubled = Guidance(image=3.0).branches(torch.ones(2, 50, 32), {"references": refs,
+                                                                                     "reference_mask": mask})
+    assert names == ["image", "cond"] and context.shape == (4, 50, 32) and not context[:2].any()
     assert doubled["references"].shape == (4, 3, 50, 32)
     assert not doubled["reference_mask"][:2].any() and torch.equal(doubled["reference_mask"][2:], mask)
-    assert guided_conditions({"references": refs})["reference_mask"][2:].all()
+    assert Guidance(image=3.0).branches(torch.ones(2, 50, 32), {"references": refs})[2]["reference_mask"][2:].all()
 
 
 # ------------------------------------------------------------------------ training draws

@@ -49,8 +49,9 @@ def clip_scores(video: np.ndarray, truth: np.ndarray, lpips=None) -> dict[str, f
 
 
 def evaluate(pipe, clips: list[dict], num_frames: int, steps: int | None, seed: int, init_strength: float = 1.0,
-             lpips=None, log=print) -> dict:
-    """Every clip's first frame through the pipeline with and without its poses; means per method."""
+             lpips=None, log=print, pose_guidance: float = 1.0) -> dict:
+    """Every clip's first frame through the pipeline with and without its poses; means per method.
+    `pose_guidance`: the pose-driven videos' pose guidance scale (`fashionflow.diffusion.Guidance`)."""
     height, width = pipe.image_size
     rows = {name: [] for name in METHODS}
     examples = []
@@ -62,7 +63,8 @@ def evaluate(pipe, clips: list[dict], num_frames: int, steps: int | None, seed: 
         for name, poses in (("pose_driven", truth_clip.keypoints), ("pose_free", None)):
             generator = torch.Generator(device="cpu").manual_seed(seed + index)  # the same noise for both
             made[name] = pipe(truth[0], num_frames=num_frames, num_inference_steps=steps, generator=[generator],
-                              output_type="np", init_strength=init_strength, poses=poses, align=False).frames[0]
+                              output_type="np", init_strength=init_strength, poses=poses, align=False,
+                              pose_guidance_scale=pose_guidance if poses is not None else 1.0).frames[0]
         for name in METHODS:
             rows[name].append(clip_scores(made[name], truth, lpips))
         examples.append((truth_clip.keypoints, truth, made["pose_driven"], made["pose_free"]))
@@ -101,8 +103,11 @@ def example_strip(examples, frames: int = 8) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = evaluation_parser(__doc__.split("\n\n")[0], "write skeleton / pose-driven / pose-free / truth strips here",
-                             lpips=True).parse_args(argv)
+    parser = evaluation_parser(__doc__.split("\n\n")[0], "write skeleton / pose-driven / pose-free / truth strips here",
+                               lpips=True)
+    parser.add_argument("--pose-guidance", type=float, default=1.0,
+                        help="pose guidance scale of the pose-driven videos (1 = off)")
+    args = parser.parse_args(argv)
     pipe, cfg, num_frames, steps, init_strength = load_for_evaluation(args)
     if pipe.unet.pose_guider is None:
         print(f"error: {args.checkpoint} has no pose guider (trained with model.pose_guider=false)", file=sys.stderr)
@@ -112,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     if not clips:
         print(f"error: {args.dataset}/manifest.json lists no test clips", file=sys.stderr)
         return 1
-    result = evaluate(pipe, clips, num_frames, steps, args.seed, init_strength, lpips)
+    result = evaluate(pipe, clips, num_frames, steps, args.seed, init_strength, lpips, pose_guidance=args.pose_guidance)
     examples = result.pop("examples")
     result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
-                  sampler=type(pipe.scheduler).__name__, init_strength=init_strength, threads=args.threads)
+                  sampler=type(pipe.scheduler).__name__, init_strength=init_strength, threads=args.threads,
+                  pose_guidance=args.pose_guidance)
     print(markdown_table(result))
     print(json.dumps(result["verdict"]))
     save_results(args, result, lambda: example_strip(examples[:2]))

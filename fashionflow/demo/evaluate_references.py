@@ -133,9 +133,10 @@ def turning_clips(dataset: Path, limit: int | None, num_frames: int, height: int
 
 
 def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lpips=None, log=print,
-             through_vae=None) -> dict:
+             through_vae=None, reference_guidance: float = 1.0) -> dict:
     """Both conditions on every clip (same seed); per-condition means and the strips' videos.
-    `through_vae(frames)`: the truth through the pipeline's VAE, scored as a third row (None: skipped)."""
+    `through_vae(frames)`: the truth through the pipeline's VAE, scored as a third row (None: skipped).
+    `reference_guidance`: the front + back videos' reference guidance scale (`fashionflow.diffusion.Guidance`)."""
     rows = {name: [] for name in (*CONDITIONS, "truth_through_vae")}
     videos, started = [], time.perf_counter()
     for index, (entry, clip, yaw) in enumerate(clips):
@@ -144,7 +145,8 @@ def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lp
         for name, references in (("front_only", None), ("front_and_back", [[truth[back_index]]])):
             generator = torch.Generator(device="cpu").manual_seed(seed + index)
             made[name] = pipe(truth[0], num_frames=len(truth), num_inference_steps=steps, generator=[generator],
-                              output_type="np", init_strength=init_strength, reference_images=references).frames[0]
+                              output_type="np", init_strength=init_strength, reference_images=references,
+                              reference_guidance_scale=reference_guidance if references else 1.0).frames[0]
             rows[name].append(clip_scores(made[name], truth, clip.garment_mask, yaw, back_index, lpips))
         if through_vae is not None:
             rows["truth_through_vae"].append(clip_scores(through_vae(truth), truth, clip.garment_mask, yaw,
@@ -196,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     from fashionflow.demo.evaluate_demo import (evaluation_parser, load_for_evaluation,
                                                  lpips_from_args, save_results, vae_roundtrip)
 
-    args = evaluation_parser(__doc__.split("\n\n")[0], "write a truth / front only / front + back strip (PNG) here",
-                             lpips=True).parse_args(argv)
+    parser = evaluation_parser(__doc__.split("\n\n")[0], "write a truth / front only / front + back strip (PNG) here",
+                               lpips=True)
+    parser.add_argument("--reference-guidance", type=float, default=1.0,
+                        help="reference guidance scale of the front + back videos (1 = off)")
+    args = parser.parse_args(argv)
     pipe, _, num_frames, steps, init_strength = load_for_evaluation(args)
     if pipe.unet.references is None:
         print(f"error: {args.checkpoint} takes no reference images (model.max_references=0)", file=sys.stderr)
@@ -207,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     height, width = pipe.image_size
     try:
         result = evaluate(pipe, turning_clips(dataset, args.limit, num_frames, height, width), steps, args.seed,
-                          init_strength, lpips, through_vae=lambda frames: vae_roundtrip(pipe, frames))
+                          init_strength, lpips, through_vae=lambda frames: vae_roundtrip(pipe, frames),
+                          reference_guidance=args.reference_guidance)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     videos = result.pop("videos")
     result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
-                  init_strength=init_strength, sampler=type(pipe.scheduler).__name__)
+                  init_strength=init_strength, sampler=type(pipe.scheduler).__name__,
+                  reference_guidance=args.reference_guidance)
     print(markdown_table(result))
     print(json.dumps(result["verdict"]))
     save_results(args, result, lambda: frame_strip(*videos[0]))
