@@ -1,6 +1,6 @@
 """The README's demo picture: per video, the input photo, a gap, then 8 frames spread over the video.
 
-    python inference.py --output-dir result      # the demo model on fashion_dataset/demo/*.png
+    python inference.py --output-dir result --overwrite   # the demo model on fashion_dataset/demo/*.png
     python -m fashionflow.demo.readme_strip --results result --output docs/demo_frames.png \
         synthetic_00200 synthetic_00201
 
