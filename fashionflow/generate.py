@@ -209,7 +209,7 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
                           generator=[generator], output_type="np", reference_images=[references] if references else None,
                           decode_chunk_size=settings.decode_chunk_size, precision=settings.precision,
                           poses=settings.poses, align=settings.align, pose_aspect=settings.pose_aspect,
-                          pose_guidance_scale=settings.pose_guidance,
+                          pose_guidance_scale=settings.pose_guidance if settings.poses is not None else 1.0,
                           reference_guidance_scale=settings.reference_guidance if references else 1.0)
             frames = output.frames[0]
             frame_count = len(frames)

@@ -222,9 +222,10 @@ def test_the_demo_model_offers_reference_views_and_driving_poses(server):
     from gradio_client import Client
 
     # checkpoint/demo does every mode: model.max_references 2 and a pose guider
-    assert generate_arguments(Client(server.url, verbose=False)) == [*SETTINGS, "references", "motion", "pose_video"]
+    assert generate_arguments(Client(server.url, verbose=False)) == [*SETTINGS, "references", "motion", "pose_video",
+                                                                     "reference_guidance", "pose_guidance"]
     ids = served_element_ids(server)
-    assert {"photo", "references", "motion", "pose-video"} <= set(ids)
+    assert {"photo", "references", "motion", "pose-video", "reference-guidance", "pose-guidance"} <= set(ids)
 
 
 def test_a_model_without_references_or_poses_has_neither_input(tmp_path):
@@ -263,7 +264,8 @@ def upload(path: Path) -> dict:
 def test_reference_views_reach_the_pipeline_and_bad_ones_are_named(reference_model, tmp_path):
     folder, model = reference_model
     page = build_page(model, tmp_path / "work")
-    assert "references" in element_ids(page) and generate_parameters(page) == [*SETTINGS, "references"]
+    assert "references" in element_ids(page)
+    assert generate_parameters(page) == [*SETTINGS, "references", "reference_guidance"]
     assert "up to 2 reference views" in model_status(model, is_demo=False)
     runner = Runner(model, Defaults.of(model), tmp_path / "work", optional=page_optional(model))
     video, extras = runner(upload(PHOTO), references=[upload(view) for view in VIEWS])
@@ -293,10 +295,12 @@ def test_reference_views_through_the_api_and_the_page(reference_model, tmp_path)
     with browser.AppServer(["--checkpoint", str(folder)]) as app:
         assert "references" in served_element_ids(app)
         client = Client(app.url, verbose=False)
-        assert generate_arguments(client) == [*SETTINGS, "references"]
+        assert generate_arguments(client) == [*SETTINGS, "references", "reference_guidance"]
         assert frame_count(client.predict(handle_file(str(PHOTO)), api_name="/generate")) == 2  # no views: still fine
         views = [handle_file(str(view)) for view in VIEWS]
         assert frame_count(client.predict(handle_file(str(PHOTO)), references=views, api_name="/generate")) == 2
+        assert frame_count(client.predict(handle_file(str(PHOTO)), references=views, reference_guidance=3,
+                                          api_name="/generate")) == 2
         with pytest.raises(Exception, match=r"3 reference views given; this model takes at most 2"):
             client.predict(handle_file(str(PHOTO)), references=views + views[:1], api_name="/generate")
         with pytest.raises(Exception, match="notes.txt: not an image file"):
@@ -340,12 +344,14 @@ def write_video(path: Path, frames) -> Path:
 def test_driving_motion_and_pose_video_inputs(pose_model, tmp_path):
     page = build_page(pose_model, tmp_path / "work")
     assert {"motion", "pose-video"} <= set(element_ids(page)) and "references" not in element_ids(page)
-    assert generate_parameters(page) == [*SETTINGS, "motion", "pose_video"]
+    assert generate_parameters(page) == [*SETTINGS, "motion", "pose_video", "pose_guidance"]
     runner = Runner(pose_model, Defaults.of(pose_model), tmp_path / "work", optional=page_optional(pose_model))
     video, extras = runner(upload(PHOTO), frames=6, motion="turn")
     assert frame_count(video) == 6  # the motion is resampled to the page's frame count
     assert any(name.endswith("_0_poses.png") for name in extras["files"])  # the skeletons that drove it
     assert frame_count(runner(upload(PHOTO), motion="none")[0]) == 4  # "none": as without poses
+    assert frame_count(runner(upload(PHOTO), frames=2, motion="sway", pose_guidance=2.0)[0]) == 2
+    assert frame_count(runner(upload(PHOTO), frames=2, pose_guidance=2.0)[0]) == 2  # no motion: nothing to guide
 
     blank = write_video(tmp_path / "empty-room.mp4", np.full((3, 64, 64, 3), 90, np.uint8))
     broken = tmp_path / "walk.mp4"
@@ -353,7 +359,8 @@ def test_driving_motion_and_pose_video_inputs(pose_model, tmp_path):
     for values, message in ((dict(pose_video=upload(broken)), "walk.mp4: cannot open as a video"),
                             (dict(pose_video=upload(blank)), "empty-room.mp4: no person found in any of its 3 frame"),
                             (dict(motion="moonwalk"), "motion must be one of none, turn, sway, catwalk"),
-                            (dict(motion="turn", pose_video=upload(blank)), "empty-room.mp4: no person found")):
+                            (dict(motion="turn", pose_video=upload(blank)), "empty-room.mp4: no person found"),
+                            (dict(motion="turn", pose_guidance=0.5), "pose guidance must be in [1.0, 10.0]")):
         with pytest.raises(gr.Error) as caught:
             runner(upload(PHOTO), **values)
         assert caught.value.message.startswith(message) and str(tmp_path) not in caught.value.message
