@@ -115,9 +115,8 @@ def settings_from(args, cfg, pipe):
     num_frames = args.frames if args.poses is not None else pick(args.frames, "num_frames", 70)  # None: follow poses
     return Settings(num_videos=args.num_videos, num_frames=num_frames, steps=steps,
                     guidance=pick(args.guidance, "guidance_scale", 1.0),
-                    pose_guidance=pick(args.pose_guidance, "pose_guidance_scale", 1.0) if args.poses is not None else 1.0,
-                    reference_guidance=(pick(args.reference_guidance, "reference_guidance_scale", 1.0)
-                                        if args.reference or args.num_references else 1.0),
+                    pose_guidance=pick(args.pose_guidance, "pose_guidance_scale", 1.0),  # generate_all: only with poses
+                    reference_guidance=pick(args.reference_guidance, "reference_guidance_scale", 1.0),  # and references
                     init_strength=pick(args.init_strength, "init_strength", 1.0), seed=pick(args.seed, "seed", 0),
                     fps=pick(args.fps, "fps", 25.0), decode_chunk_size=pick(args.decode_chunk_size, "decode_chunk_size", 8),
                     resize=args.resize, precision=args.precision, overwrite=args.overwrite,

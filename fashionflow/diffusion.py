@@ -197,7 +197,10 @@ class Guidance:
 
     def branches(self, context: torch.Tensor, conditions: dict) -> tuple[list[str], torch.Tensor, dict]:
         """(branch names, context of every branch concatenated, conditions likewise): the batch
-        of one guided U-Net pass, the conditional branch last."""
+        of one guided U-Net pass, the conditional branch last. Unguided (every scale 1): (["cond"],
+        the inputs as given)."""
+        if (self.image, self.pose, self.references) == (1.0, 1.0, 1.0):
+            return ["cond"], context, conditions
         conditions = with_masks(conditions)
         if self.pose != 1.0 and "pose" not in conditions:
             raise ValueError(f"pose guidance ({self.pose}) needs driving poses")
@@ -216,7 +219,7 @@ class Guidance:
         names.append("cond")
         contexts.append(context)
         inputs.append(conditions)
-        return names, torch.cat(contexts), _stack_branches(inputs) if conditions else {}
+        return names, torch.cat(contexts), _stack_branches(inputs)
 
     def combine(self, names: list[str], eps: torch.Tensor) -> torch.Tensor:
         """The U-Net output of the batch from `branches` [k b, ...] -> the guided noise [b, ...]."""
@@ -290,11 +293,7 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
 
     guidance = Guidance(guidance_scale, pose_guidance_scale, reference_guidance_scale)
     conditions = {k: v for k, v in (conditions or {}).items() if v is not None}
-    names, unet_context, batch_conditions = guidance.branches(context, conditions)
-    if names == ["cond"]:  # unguided: the inputs as given
-        unet_context = context
-    else:
-        conditions = batch_conditions
+    names, unet_context, conditions = guidance.branches(context, conditions)
     weights_dtype = getattr(unet, "dtype", torch.float32)  # a U-Net cast to bf16/fp16 takes inputs of its dtype
     unet_context = unet_context.to(weights_dtype)
     conditions = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in conditions.items()}

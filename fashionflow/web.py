@@ -284,16 +284,20 @@ def driving_video(upload, runner: "Runner") -> dict:
     return {"poses": keypoints, "pose_aspect": frames.shape[2] / frames.shape[1]}
 
 
-def guidance_slider(label: str, elem_id: str, value: float, info: str) -> gr.Slider:
-    return gr.Slider(1.0, MAX_CONDITION_GUIDANCE, value=value, step=0.1, label=label, info=info, elem_id=elem_id)
-
-
-def condition_guidance(field: str, label: str) -> Callable[[Any, "Runner"], dict]:
-    """A guidance slider's value -> {field: scale} for `generate.Settings` (gr.Error when out of range)."""
-    return lambda value, runner: {field: _fraction(value, label, 1.0, MAX_CONDITION_GUIDANCE)}
-
-
 MAX_CONDITION_GUIDANCE = 10.0
+
+
+def condition_guidance(field: str, towards: str, supported: Callable[[Model], bool]) -> OptionalInput:
+    """A slider of guidance towards one optional input: /generate's argument and `generate.Settings`
+    field `field`, starting at the folder's `sample.{field}_scale` (gr.Error when out of range)."""
+    label = field.replace("_", " ")
+    return OptionalInput(
+        field, supported=supported,
+        component=lambda model: gr.Slider(
+            1.0, MAX_CONDITION_GUIDANCE, value=getattr(Defaults.of(model).sample, f"{field}_scale"), step=0.1,
+            label=label.capitalize(), info=f"towards {towards}; 1 = off, each other value doubles the time",
+            elem_id=field.replace("_", "-")),
+        convert=lambda value, runner: {field: _fraction(value, label, 1.0, MAX_CONDITION_GUIDANCE)})
 
 
 # Inputs the loaded model may take besides the photo. Each appears on the page (under the photo)
@@ -305,16 +309,8 @@ OPTIONAL_INPUTS: tuple[OptionalInput, ...] = (
                   convert=reference_files),
     OptionalInput("motion", supported=pose_guided, component=motion_menu, convert=driving_motion),
     OptionalInput("pose_video", supported=pose_guided, component=pose_video_upload, convert=driving_video),
-    OptionalInput("reference_guidance", supported=lambda model: max_references(model) > 0,
-                  component=lambda model: guidance_slider(
-                      "Reference guidance", "reference-guidance", Defaults.of(model).sample.reference_guidance_scale,
-                      "towards the reference views; 1 = off, each other value doubles the time"),
-                  convert=condition_guidance("reference_guidance", "reference guidance")),
-    OptionalInput("pose_guidance", supported=pose_guided,
-                  component=lambda model: guidance_slider(
-                      "Pose guidance", "pose-guidance", Defaults.of(model).sample.pose_guidance_scale,
-                      "towards the driving motion; 1 = off, each other value doubles the time"),
-                  convert=condition_guidance("pose_guidance", "pose guidance")),
+    condition_guidance("reference_guidance", "the reference views", lambda model: max_references(model) > 0),
+    condition_guidance("pose_guidance", "the driving motion", pose_guided),
 )
 
 
