@@ -418,9 +418,13 @@ def test_evaluate_pose_end_to_end_on_an_untrained_model(checkpoints, tmp_path, c
             "--threads", "1", "--output", str(output), "--strip", str(tmp_path / "strip.png")]
     assert evaluate_pose.main(args) == 0
     result = json.loads(output.read_text())
-    assert result["clips"] == 1 and set(result["pose_driven"]) == {"ssim", "psnr"}
+    assert result["clips"] == 1 and set(result["pose_driven"]) == {"ssim", "psnr", "psnr_by_frame"}
+    for method in ("pose_driven", "pose_free", "repeat_input", "truth_through_vae"):  # frames 1..7, averaging to psnr
+        by_frame = result[method]["psnr_by_frame"]
+        assert len(by_frame) == 7 and np.mean(by_frame) == pytest.approx(result[method]["psnr"], abs=1e-2)
     # untrained: the guider is zero, so pose-driven and pose-free are the same video
     assert result["pose_driven"] == result["pose_free"]
-    assert "| PSNR vs ground truth" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| PSNR vs ground truth" in out and "truth through the VAE |" in out and "| PSNR (dB) at frame |" in out
     assert (tmp_path / "strip.png").is_file()
     assert evaluate_pose.main(["--checkpoint", str(checkpoints[1]), "--dataset", str(tmp_path / "synthetic")]) == 1

@@ -11,7 +11,9 @@ poses (the same model, spontaneous motion; a model trained with `train.pose_drop
 both). The baseline repeats the input frame. Against the ground truth, frames 1.. (frame 0 is
 the input in all three): SSIM, PSNR (`fashionflow.metrics.paired`) and, given the AlexNet and
 lpips weights (`--lpips-backbone`, docs/evaluation.md), LPIPS. Target (issue 13): pose-driven
-beats both, by at least 2 dB PSNR over repeat-input.
+beats both, by at least 2 dB PSNR over repeat-input. Two diagnostics beside them: the truth
+through the pipeline's VAE (the best any video from this VAE can score) and the mean PSNR of
+each frame index (`psnr_by_frame`: where along the clip a method gains or loses).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import numpy as np
 import torch
 
 from fashionflow.demo.evaluate_demo import (evaluation_parser, load_for_evaluation, lpips_from_args,
-                                             save_results, test_clips)
+                                             save_results, test_clips, vae_roundtrip)
 from fashionflow.metrics.paired import psnr_per_frame, ssim_per_frame
 from fashionflow.synthetic import render_clip
 
 METHODS = ("pose_driven", "pose_free", "repeat_input")
+CEILING = "truth_through_vae"  # scored like a method, not one
 
 
 def lpips_per_frame(model, video: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -39,21 +42,24 @@ def lpips_per_frame(model, video: np.ndarray, truth: np.ndarray) -> np.ndarray:
         return model(to_input(video), to_input(truth)).numpy()
 
 
-def clip_scores(video: np.ndarray, truth: np.ndarray, lpips=None) -> dict[str, float]:
-    """Frames 1.. of a uint8 video [f, h, w, 3] against the ground truth (frame 0 is the input)."""
-    scores = {"ssim": float(ssim_per_frame(video[1:], truth[1:]).mean()),
-              "psnr": float(psnr_per_frame(video[1:], truth[1:]).mean())}
+def clip_scores(video: np.ndarray, truth: np.ndarray, lpips=None) -> dict:
+    """Frames 1.. of a uint8 video [f, h, w, 3] against the ground truth (frame 0 is the input):
+    mean SSIM, PSNR (and LPIPS), and the PSNR of each frame `psnr_by_frame` [f - 1]."""
+    psnr = psnr_per_frame(video[1:], truth[1:])
+    scores = {"ssim": float(ssim_per_frame(video[1:], truth[1:]).mean()), "psnr": float(psnr.mean()),
+              "psnr_by_frame": psnr}
     if lpips is not None:
         scores["lpips"] = float(lpips_per_frame(lpips, video[1:], truth[1:]).mean())
     return scores
 
 
 def evaluate(pipe, clips: list[dict], num_frames: int, steps: int | None, seed: int, init_strength: float = 1.0,
-             lpips=None, log=print, pose_guidance: float = 1.0) -> dict:
+             lpips=None, log=print, pose_guidance: float = 1.0, through_vae=None) -> dict:
     """Every clip's first frame through the pipeline with and without its poses; means per method.
-    `pose_guidance`: the pose-driven videos' pose guidance scale (`fashionflow.diffusion.Guidance`)."""
+    `pose_guidance`: the pose-driven videos' pose guidance scale (`fashionflow.diffusion.Guidance`).
+    `through_vae(frames)`: the truth through the pipeline's VAE, scored as `truth_through_vae` (None: skipped)."""
     height, width = pipe.image_size
-    rows = {name: [] for name in METHODS}
+    rows = {name: [] for name in (*METHODS, CEILING)}
     examples = []
     started = time.perf_counter()
     for index, clip in enumerate(clips):
@@ -65,13 +71,17 @@ def evaluate(pipe, clips: list[dict], num_frames: int, steps: int | None, seed: 
             made[name] = pipe(truth[0], num_frames=num_frames, num_inference_steps=steps, generator=[generator],
                               output_type="np", init_strength=init_strength, poses=poses, align=False,
                               pose_guidance_scale=pose_guidance if poses is not None else 1.0).frames[0]
-        for name in METHODS:
+        if through_vae is not None:
+            made[CEILING] = np.concatenate([truth[:1], through_vae(truth[1:])])  # frame 0 is the input in all
+        for name in made:
             rows[name].append(clip_scores(made[name], truth, lpips))
         examples.append((truth_clip.keypoints, truth, made["pose_driven"], made["pose_free"]))
         log(f"{clip['file']}: PSNR pose-driven {rows['pose_driven'][-1]['psnr']:.1f}, pose-free "
             f"{rows['pose_free'][-1]['psnr']:.1f}, repeat-input {rows['repeat_input'][-1]['psnr']:.1f} dB")
-    means = {name: {key: float(np.mean([row[key] for row in rows[name]])) for key in rows[name][0]}
-             for name in METHODS}
+    means = {name: {key: (np.mean([row[key] for row in rows[name]], axis=0).round(3).tolist()
+                          if key == "psnr_by_frame" else float(np.mean([row[key] for row in rows[name]])))
+                    for key in rows[name][0]}
+             for name in rows if rows[name]}
     driven = means["pose_driven"]
     verdict = {"beats_pose_free_psnr": driven["psnr"] > means["pose_free"]["psnr"],
                "beats_repeat_input_psnr_by_2db": driven["psnr"] >= means["repeat_input"]["psnr"] + 2.0}
@@ -83,10 +93,24 @@ def markdown_table(result: dict) -> str:
     names = {"ssim": "SSIM vs ground truth, frames 1.. (higher better)",
              "psnr": "PSNR vs ground truth, frames 1.. (dB, higher better)",
              "lpips": "LPIPS vs ground truth, frames 1.. (lower better)"}
-    lines = ["| measure | pose-driven | pose-free | repeat input |", "| --- | --- | --- | --- |"]
-    for key in result["pose_driven"]:
-        lines.append(f"| {names[key]} | " + " | ".join(f"{result[m][key]:.3f}" if key != "psnr" else
-                                                      f"{result[m][key]:.1f}" for m in METHODS) + " |")
+    columns = [m for m in (*METHODS, CEILING) if m in result]
+    lines = ["| measure | pose-driven | pose-free | repeat input |" + (" truth through the VAE |" if CEILING in result
+                                                                         else ""),
+             "| --- " * (len(columns) + 1) + "|"]
+    for key in names:
+        if key in result["pose_driven"]:
+            lines.append(f"| {names[key]} | " + " | ".join(f"{result[m][key]:.3f}" if key != "psnr" else
+                                                          f"{result[m][key]:.1f}" for m in columns) + " |")
+    return "\n".join(lines)
+
+
+def frame_table(result: dict, every: int = 4) -> str:
+    """PSNR by frame index (every `every`-th frame), one row per method: where along the clip each gains."""
+    columns = [m for m in (*METHODS, CEILING) if m in result]
+    frames = range(0, len(result["pose_driven"]["psnr_by_frame"]), every)
+    lines = ["| PSNR (dB) at frame | " + " | ".join(str(i + 1) for i in frames) + " |", "| --- " * (len(frames) + 1) + "|"]
+    for m in columns:
+        lines.append(f"| {m.replace('_', ' ')} | " + " | ".join(f"{result[m]['psnr_by_frame'][i]:.1f}" for i in frames) + " |")
     return "\n".join(lines)
 
 
@@ -117,12 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     if not clips:
         print(f"error: {args.dataset}/manifest.json lists no test clips", file=sys.stderr)
         return 1
-    result = evaluate(pipe, clips, num_frames, steps, args.seed, init_strength, lpips, pose_guidance=args.pose_guidance)
+    result = evaluate(pipe, clips, num_frames, steps, args.seed, init_strength, lpips, pose_guidance=args.pose_guidance,
+                      through_vae=lambda frames: vae_roundtrip(pipe, frames))
     examples = result.pop("examples")
     result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
                   sampler=type(pipe.scheduler).__name__, init_strength=init_strength, threads=args.threads,
                   pose_guidance=args.pose_guidance)
     print(markdown_table(result))
+    print(frame_table(result))
     print(json.dumps(result["verdict"]))
     save_results(args, result, lambda: example_strip(examples[:2]))
     return 0
