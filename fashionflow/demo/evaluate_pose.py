@@ -37,6 +37,8 @@ METHODS = ("pose_driven", "pose_free", "repeat_input")
 # Every generated video is decoded by the VAE while repeat-input is not, so on frames where the
 # figure stands still repeat-input can score above what any decoded video can.
 THROUGH_VAE = ("truth_through_vae", "repeat_input_through_vae")
+LABELS = {"pose_driven": "pose-driven", "pose_free": "pose-free", "repeat_input": "repeat input",
+          "truth_through_vae": "truth through the VAE", "repeat_input_through_vae": "repeat input through the VAE"}
 
 
 def lpips_per_frame(model, video: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -101,7 +103,7 @@ def markdown_table(result: dict) -> str:
              "psnr": "PSNR vs ground truth, frames 1.. (dB, higher better)",
              "lpips": "LPIPS vs ground truth, frames 1.. (lower better)"}
     columns = [m for m in (*METHODS, *THROUGH_VAE) if m in result]
-    lines = ["| measure | " + " | ".join(m.replace("_", " ").replace("vae", "VAE") for m in columns) + " |",
+    lines = ["| measure | " + " | ".join(LABELS[m] for m in columns) + " |",
              "| --- " * (len(columns) + 1) + "|"]
     for key in names:
         if key in result["pose_driven"]:
@@ -116,7 +118,7 @@ def frame_table(result: dict, every: int = 4) -> str:
     frames = range(0, len(result["pose_driven"]["psnr_by_frame"]), every)
     lines = ["| PSNR (dB) at frame | " + " | ".join(str(i + 1) for i in frames) + " |", "| --- " * (len(frames) + 1) + "|"]
     for m in columns:
-        lines.append(f"| {m.replace('_', ' ')} | " + " | ".join(f"{result[m]['psnr_by_frame'][i]:.1f}" for i in frames) + " |")
+        lines.append(f"| {LABELS[m]} | " + " | ".join(f"{result[m]['psnr_by_frame'][i]:.1f}" for i in frames) + " |")
     return "\n".join(lines)
 
 
