@@ -415,9 +415,10 @@ def test_evaluate_pose_end_to_end_on_an_untrained_model(checkpoints, tmp_path, c
                      log=lambda *_: None)
     output = tmp_path / "pose_quality.json"
     args = ["--checkpoint", str(checkpoints[0]), "--dataset", str(tmp_path / "synthetic"), "--steps", "2",
-            "--threads", "1", "--output", str(output), "--strip", str(tmp_path / "strip.png")]
+            "--threads", "1", "--output", str(output), "--strip", str(tmp_path / "strip.png"), "--sampler", "ddim"]
     assert evaluate_pose.main(args) == 0
     result = json.loads(output.read_text())
+    assert result["sampler"] == "DDIMScheduler"  # --sampler overrides the checkpoint's (DDPM)
     assert result["clips"] == 1 and set(result["pose_driven"]) == {"ssim", "psnr", "psnr_by_frame"}
     for method in ("pose_driven", "pose_free", "repeat_input", "truth_through_vae", "repeat_input_through_vae"):
         by_frame = result[method]["psnr_by_frame"]

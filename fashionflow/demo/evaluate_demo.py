@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from fashionflow.demo import quality
+from fashionflow.diffusion import SAMPLERS
 from fashionflow.synthetic import render_clip
 
 METRICS = ("first_frame_psnr", "motion", "colour_drift_first_last", "colour_drift_vs_input", "psnr_vs_truth")
@@ -168,6 +169,8 @@ def evaluation_parser(description: str, strip_help: str, lpips: bool = False) ->
     parser.add_argument("--steps", type=int, default=None, help="default: the checkpoint config's sample steps")
     parser.add_argument("--init-strength", type=float, default=None,
                         help="default: the checkpoint config's sample.init_strength")
+    parser.add_argument("--sampler", default=None, choices=SAMPLERS,
+                        help="default: the checkpoint config's sample.sampler")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=None, help="write the numbers as JSON here")
@@ -196,7 +199,7 @@ def load_for_evaluation(args) -> tuple:
 
     torch.set_num_threads(args.threads)
     quiet_libraries()
-    pipe, cfg = load_pipeline(args.checkpoint, sampler=cfg_sampler(args.checkpoint))
+    pipe, cfg = load_pipeline(args.checkpoint, sampler=args.sampler or cfg_sampler(args.checkpoint))
     pipe.set_progress_bar_config(disable=True)
     manifest = json.loads((Path(args.dataset) / "manifest.json").read_text())
     num_frames = cfg.sample.num_frames if cfg is not None else manifest["num_frames"]
