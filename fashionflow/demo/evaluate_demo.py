@@ -48,9 +48,11 @@ def clip_metrics(video: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     }
 
 
-def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Means over clips (infinite PSNRs stay infinite)."""
-    return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+def summarise(rows: list[dict]) -> dict:
+    """Means over clips (infinite PSNRs stay infinite); a per-frame score [f] is averaged per
+    frame index into a list (rounded to 3 decimals)."""
+    means = {key: np.mean([row[key] for row in rows], axis=0) for key in rows[0]}
+    return {key: mean.round(3).tolist() if mean.ndim else float(mean) for key, mean in means.items()}
 
 
 def verdict(model: dict, truth: dict, vae: dict | None = None, chance: float | None = None) -> dict[str, bool]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fashionflow.demo.evaluate_demo import (evaluation_parser, load_for_evaluation, lpips_from_args,
-                                             save_results, test_clips, vae_roundtrip)
+                                             save_results, summarise, test_clips, vae_roundtrip)
 from fashionflow.metrics.paired import psnr_per_frame, ssim_per_frame
 from fashionflow.synthetic import render_clip
 
@@ -87,10 +87,7 @@ def evaluate(pipe, clips: list[dict], num_frames: int, steps: int | None, seed: 
         examples.append((truth_clip.keypoints, truth, made["pose_driven"], made["pose_free"]))
         log(f"{clip['file']}: PSNR pose-driven {rows['pose_driven'][-1]['psnr']:.1f}, pose-free "
             f"{rows['pose_free'][-1]['psnr']:.1f}, repeat-input {rows['repeat_input'][-1]['psnr']:.1f} dB")
-    means = {name: {key: (np.mean([row[key] for row in rows[name]], axis=0).round(3).tolist()
-                          if key == "psnr_by_frame" else float(np.mean([row[key] for row in rows[name]])))
-                    for key in rows[name][0]}
-             for name in rows if rows[name]}
+    means = {name: summarise(rows[name]) for name in rows if rows[name]}
     driven = means["pose_driven"]
     verdict = {"beats_pose_free_psnr": driven["psnr"] > means["pose_free"]["psnr"],
                "beats_repeat_input_psnr_by_2db": driven["psnr"] >= means["repeat_input"]["psnr"] + 2.0}
@@ -98,11 +95,16 @@ def evaluate(pipe, clips: list[dict], num_frames: int, steps: int | None, seed: 
             "examples": examples}
 
 
+def scored(result: dict) -> list[str]:
+    """The methods and diagnostics a result holds, in table order."""
+    return [m for m in (*METHODS, *THROUGH_VAE) if m in result]
+
+
 def markdown_table(result: dict) -> str:
     names = {"ssim": "SSIM vs ground truth, frames 1.. (higher better)",
              "psnr": "PSNR vs ground truth, frames 1.. (dB, higher better)",
              "lpips": "LPIPS vs ground truth, frames 1.. (lower better)"}
-    columns = [m for m in (*METHODS, *THROUGH_VAE) if m in result]
+    columns = scored(result)
     lines = ["| measure | " + " | ".join(LABELS[m] for m in columns) + " |",
              "| --- " * (len(columns) + 1) + "|"]
     for key in names:
@@ -114,10 +116,9 @@ def markdown_table(result: dict) -> str:
 
 def frame_table(result: dict, every: int = 4) -> str:
     """PSNR by frame index (every `every`-th frame), one row per method: where along the clip each gains."""
-    columns = [m for m in (*METHODS, *THROUGH_VAE) if m in result]
     frames = range(0, len(result["pose_driven"]["psnr_by_frame"]), every)
     lines = ["| PSNR (dB) at frame | " + " | ".join(str(i + 1) for i in frames) + " |", "| --- " * (len(frames) + 1) + "|"]
-    for m in columns:
+    for m in scored(result):
         lines.append(f"| {LABELS[m]} | " + " | ".join(f"{result[m]['psnr_by_frame'][i]:.1f}" for i in frames) + " |")
     return "\n".join(lines)
 
