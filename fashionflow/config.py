@@ -148,6 +148,11 @@ class TrainConfig:
     # with model.max_references: probability that a clip trains without references; otherwise it
     # gets 1..max_references of its video's candidates (other frames than its conditioning frame)
     reference_dropout: float = 0.1
+    # which candidates fill those slots: "uniform" (any valid one, equally likely) or "dissimilar"
+    # (the first slot always holds the candidate whose VAE latent is farthest from the conditioning
+    # image's, usually the other side of the garment; the others uniform): trains the "use the
+    # back view" case on every clip whose video shows its back, not on a random share of them
+    reference_draw: Literal["uniform", "dissimilar"] = "uniform"
     seed: int = 0
     num_workers: int = 2
     log_every: int = 40  # steps

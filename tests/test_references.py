@@ -225,6 +225,30 @@ def test_reference_draws_are_deterministic_in_range_and_skip_the_conditioning_fr
     assert wide[0].shape[1] == 6 and not wide[2][:, 4:].any()  # fewer candidates than R: masked padding
 
 
+def test_dissimilar_reference_draw_always_trains_with_the_farthest_candidate():
+    batch = reference_batch(b=3)
+    batch["image_latent_mean"] = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    distance = (batch["reference_latent_mean"] - batch["image_latent_mean"][:, None]).flatten(2).norm(dim=2)
+    farthest = distance.masked_fill(~batch["reference_valid"][:3], -1).argmax(dim=1)
+    cfg = lambda draw: tiny_cfg("model.max_references=2", "train.reference_dropout=0.0",  # noqa: E731
+                                f"train.reference_draw={draw}")
+    firsts = set()
+    for seed in range(20):
+        uniform = loop.draw_references(batch, cfg("uniform"), torch.Generator().manual_seed(seed), torch.device("cpu"))
+        clip, latent, mask = loop.draw_references(batch, cfg("dissimilar"), torch.Generator().manual_seed(seed),
+                                                  torch.device("cpu"))
+        assert torch.equal(mask, uniform[2])  # the same counts: only which candidates fill the slots changes
+        for i in range(3):
+            assert torch.equal(clip[i, 0], batch["reference_clip_hidden_states"][i, farthest[i]])
+            if mask[i, 1]:  # a second slot: another valid candidate
+                index = next(j for j in range(4) if torch.equal(batch["reference_clip_hidden_states"][i, j], clip[i, 1]))
+                assert index != farthest[i] and batch["reference_valid"][i, index]
+        firsts.add(int(uniform[0][1, 0].sum() * 1000))
+    assert len(firsts) > 1  # the uniform draw does not always lead with the same candidate
+    with pytest.raises(Exception, match="reference_draw"):
+        tiny_cfg("train.reference_draw=closest")
+
+
 def test_config_hash_of_folders_projected_before_reference_candidates_is_kept():
     assert config_hash(tiny_cfg()) == "0e21ce7f199e1931"  # the hash before data.reference_candidates existed
     assert config_hash(tiny_cfg("data.reference_candidates=2")) != config_hash(tiny_cfg())
@@ -329,13 +353,17 @@ def test_reference_evaluation_on_a_turning_clip():
     seed = next(s for s in range(50) if render_clip(s, 1, 32, 32).figure.action == "turn")
     rendered = render_clip(seed, 12, 64, 64)
     yaw = np.linspace(0, 270, 12)  # three quarters of a turn: back-facing frames 6..9, squarely at 7
-    clip = SimpleNamespace(frames=rendered.frames, garment_mask=rendered.garment_mask, yaw=yaw)
+    clip = SimpleNamespace(frames=rendered.frames, garment_mask=rendered.garment_mask, yaw=yaw,
+                           keypoints=rendered.keypoints)
     assert ev.back_view_index(yaw) == 7
 
     class Stub:
         """The truth when given the back view, the input repeated (no back) otherwise."""
 
-        def __call__(self, image, reference_images=None, **kwargs):
+        poses = []
+
+        def __call__(self, image, reference_images=None, poses=None, align=True, **kwargs):
+            self.poses.append(poses if poses is None or not align else "aligned")
             video = rendered.frames if reference_images else np.repeat(image[None], 12, axis=0)
             return SimpleNamespace(frames=video[None])
 
@@ -346,6 +374,10 @@ def test_reference_evaluation_on_a_turning_clip():
     assert "| back-facing frames: garment colour error (0-255) |" in ev.markdown_table(result)
     strip = ev.frame_strip(*result["videos"][0])
     assert strip.shape == (3 * 64, 10 * 64, 3)
+    assert Stub.poses == [None, None]  # pose-free by default
+    ev.evaluate(Stub(), [({"file": "turn.mp4"}, clip, yaw)], steps=2, seed=0, init_strength=1.0,
+                log=lambda *_: None, drive_with_poses=True)
+    assert all(p is rendered.keypoints for p in Stub.poses[2:]) and len(Stub.poses) == 4  # both, as they are
 
 
 def test_evaluate_references_command(ref_pipeline, tmp_path, monkeypatch, capsys):
@@ -374,3 +406,5 @@ def test_evaluate_references_command(ref_pipeline, tmp_path, monkeypatch, capsys
     assert set(result["truth_through_vae"]) == set(result["front_only"])
     assert np.asarray(Image.open(tmp_path / "strip.png")).shape == (3 * 128, 10 * 128, 3)
     assert "front + back view" in capsys.readouterr().out
+    assert ev.main([*args, "--drive-with-poses"]) == 1  # this model has no pose guider
+    assert "--drive-with-poses" in capsys.readouterr().err

@@ -8,7 +8,10 @@ per frame, `clip.yaw`: 0 = facing the camera, +-180 = the back) that turns its b
 camera: frame 0 (front) is the conditioning image; the back view is the clip's frame whose yaw
 is nearest 180 degrees (a frame of the test video, as ProFashion's references come from the
 test videos). The model makes two videos with the same seed: front alone
-(`reference_images=None`) and front + back view. Against the ground truth, per frame:
+(`reference_images=None`) and front + back view; with `--drive-with-poses` both are driven by
+the clip's own keypoints (ProFashion's pose-driven protocol, for a model with a pose guider), so
+each frame faces the way the truth's does and only the back view differs between the two.
+Against the ground truth, per frame:
 - garment colour error: how far the colours of the garment pixels (the truth's garment mask)
   are from the truth's, as a distribution: the 1-D Wasserstein distance per RGB channel (mean
   absolute difference of 32 quantiles, 0-255), averaged over channels. Unlike a histogram
@@ -133,19 +136,22 @@ def turning_clips(dataset: Path, limit: int | None, num_frames: int, height: int
 
 
 def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lpips=None, log=print,
-             through_vae=None, reference_guidance: float = 1.0) -> dict:
+             through_vae=None, reference_guidance: float = 1.0, drive_with_poses: bool = False) -> dict:
     """Both conditions on every clip (same seed); per-condition means and the strips' videos.
     `through_vae(frames)`: the truth through the pipeline's VAE, scored as a third row (None: skipped).
-    `reference_guidance`: the front + back videos' reference guidance scale (`fashionflow.diffusion.Guidance`)."""
+    `reference_guidance`: the front + back videos' reference guidance scale (`fashionflow.diffusion.Guidance`).
+    `drive_with_poses`: both videos driven by the clip's own keypoints (ProFashion's pose-driven protocol), so
+    a frame faces the way the truth's does and the comparison isolates what the back view adds."""
     rows = {name: [] for name in (*CONDITIONS, "truth_through_vae")}
     videos, started = [], time.perf_counter()
     for index, (entry, clip, yaw) in enumerate(clips):
         truth, back_index = clip.frames, back_view_index(yaw)
-        made = {}
+        made, poses = {}, (clip.keypoints if drive_with_poses else None)
         for name, references in (("front_only", None), ("front_and_back", [[truth[back_index]]])):
             generator = torch.Generator(device="cpu").manual_seed(seed + index)
             made[name] = pipe(truth[0], num_frames=len(truth), num_inference_steps=steps, generator=[generator],
                               output_type="np", init_strength=init_strength, reference_images=references,
+                              poses=poses, align=False,
                               reference_guidance_scale=reference_guidance if references else 1.0).frames[0]
             rows[name].append(clip_scores(made[name], truth, clip.garment_mask, yaw, back_index, lpips))
         if through_vae is not None:
@@ -202,10 +208,17 @@ def main(argv: list[str] | None = None) -> int:
                                lpips=True)
     parser.add_argument("--reference-guidance", type=float, default=1.0,
                         help="reference guidance scale of the front + back videos (1 = off)")
+    parser.add_argument("--drive-with-poses", action="store_true",
+                        help="drive both videos with the clip's own keypoints (ProFashion's pose-driven protocol: "
+                             "every frame faces the way the truth's does)")
     args = parser.parse_args(argv)
     pipe, _, num_frames, steps, init_strength = load_for_evaluation(args)
     if pipe.unet.references is None:
         print(f"error: {args.checkpoint} takes no reference images (model.max_references=0)", file=sys.stderr)
+        return 1
+    if args.drive_with_poses and pipe.unet.pose_guider is None:
+        print(f"error: {args.checkpoint} takes no poses (model.pose_guider off); drop --drive-with-poses",
+              file=sys.stderr)
         return 1
     lpips = lpips_from_args(args)
     dataset = Path(args.dataset)
@@ -213,14 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate(pipe, turning_clips(dataset, args.limit, num_frames, height, width), steps, args.seed,
                           init_strength, lpips, through_vae=lambda frames: vae_roundtrip(pipe, frames),
-                          reference_guidance=args.reference_guidance)
+                          reference_guidance=args.reference_guidance, drive_with_poses=args.drive_with_poses)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     videos = result.pop("videos")
     result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
                   init_strength=init_strength, sampler=type(pipe.scheduler).__name__,
-                  reference_guidance=args.reference_guidance)
+                  reference_guidance=args.reference_guidance, drive_with_poses=args.drive_with_poses)
     print(markdown_table(result))
     print(json.dumps(result["verdict"]))
     save_results(args, result, lambda: frame_strip(*videos[0]))

@@ -129,7 +129,9 @@ def draw_references(batch: dict, cfg: FashionFlowConfig, generator: torch.Genera
     """Which of its video's reference candidates each clip trains with, and a VAE sample of each.
 
     Per clip: with probability `train.reference_dropout` none; else r ~ U{1 .. min(R, valid)} of
-    the valid candidates (not the clip's own conditioning frame), chosen uniformly at random.
+    the valid candidates (not the clip's own conditioning frame), chosen uniformly at random
+    (`train.reference_draw="uniform"`), or the one whose VAE latent mean is farthest from the
+    conditioning image's plus r - 1 uniform ones ("dissimilar"). The same random draws either way.
     Returns reference_clip [b, R, n, d], reference_latent [b, R, c, h, w], reference_mask [b, R]
     (R = model.max_references; unused slots masked).
     """
@@ -137,6 +139,11 @@ def draw_references(batch: dict, cfg: FashionFlowConfig, generator: torch.Genera
     valid = batch["reference_valid"].to(device)  # b k
     b, k = valid.shape
     scores = torch.rand(b, k, generator=generator, device=device).masked_fill(~valid, 2.0)  # invalid last
+    if cfg.train.reference_draw == "dissimilar":  # the farthest valid candidate first, the rest in random order
+        image = batch["image_latent_mean"].to(device)[:, None]  # b 1 c h w
+        distance = (batch["reference_latent_mean"].to(device) - image).flatten(2).norm(dim=2)  # b k
+        farthest = distance.masked_fill(~valid, -1.0).argmax(dim=1)
+        scores = scores.scatter(1, farthest[:, None], -1.0).masked_fill(~valid, 2.0)
     chosen = scores.argsort(dim=1, stable=True)[:, :limit]  # b min(R, k): a random order of the valid ones
     available = valid.sum(dim=1).clamp(max=limit)
     count = (1 + torch.rand(b, generator=generator, device=device) * available).floor().long()
