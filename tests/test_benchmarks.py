@@ -3,6 +3,7 @@ GPU runs they exist for (docs/benchmarks.md)."""
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,3 +68,18 @@ def test_flop_count_of_the_paper_unet_and_peak_lookup(monkeypatch):
     assert bf16_peak_tflops(torch.device("cuda")) == 756.0 and bf16_peak_tflops(torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
     assert bf16_peak_tflops(torch.device("cuda")) == 989.0 and bf16_peak_tflops(torch.device("cuda"), 500.0) == 500.0
+
+
+def test_reference_view_share_recorder_measures_the_attention_on_the_second_view():
+    from benchmarks.reference_view_share import ShareRecorder
+    from fashionflow.models.attention import attend
+
+    recorder = ShareRecorder()
+    q = torch.zeros(1, 2, 6, 4)  # 3 frames x 2 tokens; zero queries: uniform attention
+    k, v = torch.randn(1, 2, 10, 4), torch.randn(1, 2, 10, 4)
+    assert torch.allclose(recorder(q, k, v), attend(q, k, v))  # attends exactly as before
+    bias = torch.zeros(1, 1, 1, 10)
+    bias[..., :5] = float("-inf")  # only the second view's keys
+    recorder(q, k, v, bias)
+    assert np.allclose(recorder.shares[0].numpy(), 0.5) and np.allclose(recorder.shares[1].numpy(), 1.0)
+    assert np.allclose(recorder.per_frame(3), 0.75)  # two calls averaged, per frame
