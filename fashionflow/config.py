@@ -153,6 +153,10 @@ class TrainConfig:
     # image's, usually the other side of the garment; the others uniform): trains the "use the
     # back view" case on every clip whose video shows its back, not on a random share of them
     reference_draw: Literal["uniform", "dissimilar"] = "uniform"
+    # what trains: "all" (released) or "new_conditions": only the optional condition modules
+    # (reference attention, pose guider); the base U-Net and adapter stay frozen, as ControlNet
+    # and IP-Adapter fine-tune a frozen Stable Diffusion
+    trainable: Literal["all", "new_conditions"] = "all"
     seed: int = 0
     num_workers: int = 2
     log_every: int = 40  # steps

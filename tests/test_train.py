@@ -422,3 +422,22 @@ def test_training_with_references_resumes_bitwise_and_previews_them(setup, tmp_p
     assert any(k.startswith("references.") and v.abs().sum() > 0 for k, v in weights.items())  # they trained
     preview = dict(read_tensorboard(run / "tensorboard"))
     assert (4, "image") in preview["preview/conditioning_image"]
+
+
+def test_new_conditions_only_training_leaves_the_base_model_untouched(setup, tmp_path):
+    cfg = tiny_cfg(setup, "model.max_references=2", "train.reference_dropout=0.0", "train.trainable=new_conditions",
+                   "train.max_steps=2")
+    latents = write_clips(tmp_path / "latents", cfg, count=2, candidates=3)
+    init = setup[2] / "single_frozen"
+    train(tiny_cfg(setup, "train.max_steps=2"), setup[1], init)
+    train(cfg, latents, tmp_path / "run", init=ckpt.checkpoint_path(init, 2))
+    before = ckpt.load_weights(ckpt.checkpoint_path(init, 2) / "unet")
+    after = ckpt.load_weights(tmp_path / "run/checkpoints/step-0000002" / "unet")
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # the base U-Net: bit for bit
+    adapter_before, adapter_after = (ckpt.load_weights(folder / "adapter") for folder in
+                                     (ckpt.checkpoint_path(init, 2), tmp_path / "run/checkpoints/step-0000002"))
+    assert adapter_before.keys() == adapter_after.keys()
+    assert all(torch.equal(adapter_after[k], v) for k, v in adapter_before.items())  # the adapter too
+    assert any(k.startswith("references.") and v.abs().sum() > 0 for k, v in after.items())  # they trained
+    with pytest.raises(ValueError, match="new_conditions needs a model with new conditions"):
+        train(tiny_cfg(setup, "train.trainable=new_conditions", "train.max_steps=1"), setup[1], tmp_path / "none")

@@ -259,12 +259,27 @@ class TrainingParts:
         return list(self.unet.parameters()) + list(self.adapter.parameters())
 
 
+def freeze_base(unet, adapter) -> None:
+    """`train.trainable=new_conditions`: only the optional condition modules (unet.references,
+    unet.pose_guider) keep requires_grad; the base U-Net and the adapter are frozen."""
+    new = [m for m in (unet.references, unet.pose_guider) if m is not None]
+    if not new:
+        raise ValueError("train.trainable=new_conditions needs a model with new conditions to train "
+                         "(model.max_references > 0 or model.pose_guider)")
+    for module in (unet, adapter):
+        module.requires_grad_(False)
+    for module in new:
+        module.requires_grad_(True)
+
+
 def build_parts(cfg: FashionFlowConfig, unet, adapter, end_step: int, device: torch.device) -> TrainingParts:
     t = cfg.train
     unet.to(device).train()
     adapter.to(device).train()
     if t.gradient_checkpointing or cfg.model.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    if t.trainable == "new_conditions":
+        freeze_base(unet, adapter)
     optimizer = build_optimizer(list(unet.parameters()) + list(adapter.parameters()), t)
     return TrainingParts(unet, adapter, optimizer, build_lr_scheduler(optimizer, t, end_step),
                          torch.amp.GradScaler(device.type) if t.mixed_precision == "fp16" else None,
