@@ -38,7 +38,8 @@ class ShareRecorder:
     share on the second half of the keys (the second reference), then attends as before."""
 
     def __init__(self):
-        self.shares: list[torch.Tensor] = []  # one [l] per call: first batch item, mean over heads
+        self.shares: list[torch.Tensor] = []  # one [l] per call, mean over heads: the last batch item,
+        # the conditional branch when the sampler guides (`Guidance.branches` puts it last)
         self.attend = reference_module.attend
 
     def __call__(self, q, k, v, bias=None):
@@ -46,7 +47,7 @@ class ShareRecorder:
         if bias is not None:
             logits = logits + bias
         half = k.shape[2] // 2
-        self.shares.append(logits.softmax(-1)[..., half:].sum(-1).mean(1)[0].float())
+        self.shares.append(logits.softmax(-1)[..., half:].sum(-1).mean(1)[-1].float())
         return self.attend(q, k, v, bias)
 
     def per_frame(self, frames: int) -> np.ndarray:

@@ -232,6 +232,9 @@ class FashionFlowConfig:
             raise ConfigError("model.max_references and data.reference_candidates must be >= 0")
         if not 0.0 <= self.train.reference_dropout <= 1.0:
             raise ConfigError(f"train.reference_dropout={self.train.reference_dropout} must be in [0, 1]")
+        if self.train.trainable == "new_conditions" and not (m.max_references > 0 or m.pose_guider):
+            raise ConfigError("train.trainable=new_conditions needs a model with new conditions to train "
+                              "(model.max_references > 0 or model.pose_guider)")
         if self.diffusion.rescale_betas_zero_snr and self.diffusion.prediction_type != "v_prediction":
             raise ConfigError("diffusion.rescale_betas_zero_snr needs diffusion.prediction_type=v_prediction "
                               "(at zero terminal SNR the noise is the whole input, so epsilon says nothing)")

@@ -261,15 +261,13 @@ class TrainingParts:
 
 def freeze_base(unet, adapter) -> None:
     """`train.trainable=new_conditions`: only the optional condition modules (unet.references,
-    unet.pose_guider) keep requires_grad; the base U-Net and the adapter are frozen."""
-    new = [m for m in (unet.references, unet.pose_guider) if m is not None]
-    if not new:
-        raise ValueError("train.trainable=new_conditions needs a model with new conditions to train "
-                         "(model.max_references > 0 or model.pose_guider)")
+    unet.pose_guider) keep requires_grad; the base U-Net and the adapter are frozen (the config
+    makes sure the model has at least one of them)."""
     for module in (unet, adapter):
         module.requires_grad_(False)
-    for module in new:
-        module.requires_grad_(True)
+    for module in (unet.references, unet.pose_guider):
+        if module is not None:
+            module.requires_grad_(True)
 
 
 def build_parts(cfg: FashionFlowConfig, unet, adapter, end_step: int, device: torch.device) -> TrainingParts:
