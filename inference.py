@@ -34,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "needs a model trained with model.max_references")
     parser.add_argument("--num-references", type=int, default=0,
                         help="with --dataset: this many references from other frames spread over each video")
+    parser.add_argument("--reference-pose", nargs="+", default=[],
+                        help="keypoints of each --reference image, in the same order (any --pose format; its first "
+                             "frame), for a model with model.reference_pose_routing; default: found with MediaPipe")
     driving = parser.add_argument_group("pose-driven mode (a model trained with model.pose_guider)")
     poses = driving.add_mutually_exclusive_group()
     poses.add_argument("--pose-video", help="driving video: its poses (extracted offline) drive every video")
@@ -80,6 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--init-strength must be in (0, 1]")
     if args.pose_guidance not in (None, 1.0) and not (args.pose_video or args.pose or args.motion):
         parser.error("--pose-guidance needs driving poses (--pose-video, --pose or --motion)")
+    if args.reference_pose and len(args.reference_pose) != len(args.reference):
+        parser.error(f"--reference-pose takes one keypoint file per --reference image: {len(args.reference_pose)} "
+                     f"for {len(args.reference)}")
     if args.reference_guidance not in (None, 1.0) and not (args.reference or args.num_references):
         parser.error("--reference-guidance needs references (--reference, or --num-references with --dataset)")
     return args
@@ -103,6 +109,15 @@ def load_driving_poses(args):
     return None, None, None
 
 
+def load_reference_poses(paths) -> tuple:
+    """The first pose [18, 3] of each --reference-pose file (any format `load_keypoints` reads)."""
+    if not paths:
+        return ()
+    from fashionflow.pose import load_keypoints
+
+    return tuple(load_keypoints(path)[0] for path in paths)
+
+
 def settings_from(args, cfg, pipe):
     """CLI values, else the checkpoint's config.yaml `sample` section, else the released defaults."""
     from fashionflow.diffusion import default_steps
@@ -121,6 +136,7 @@ def settings_from(args, cfg, pipe):
                     fps=pick(args.fps, "fps", 25.0), decode_chunk_size=pick(args.decode_chunk_size, "decode_chunk_size", 8),
                     resize=args.resize, precision=args.precision, overwrite=args.overwrite,
                     references=tuple(args.reference), num_references=args.num_references,
+                    reference_keypoints=getattr(args, "reference_keypoints", ()),
                     poses=args.poses, pose_aspect=args.pose_aspect, align=not args.no_align)
 
 
@@ -145,6 +161,11 @@ def main(argv=None) -> int:
         args.poses, args.pose_aspect, driving = load_driving_poses(args)
     except (ValueError, OSError, ImportError, VideoReadError) as error:  # unreadable, no person, no mediapipe
         print(f"error: driving poses: {error}", file=sys.stderr)
+        return 2
+    try:
+        args.reference_keypoints = load_reference_poses(args.reference_pose)
+    except (ValueError, OSError) as error:
+        print(f"error: reference poses: {error}", file=sys.stderr)
         return 2
     images = args.image or ([] if args.dataset else [DEMO_IMAGES])
     sources, failures = collect_sources(images, args.dataset)

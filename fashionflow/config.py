@@ -52,6 +52,10 @@ class ModelConfig:
     # several reference images (models/references.py; off = 0, released): the U-Net attends, per
     # level and per frame, to the adapter tokens of up to this many extra views of the garment
     max_references: int = 0
+    # with both of the above: route each frame's reference attention to the references whose pose
+    # is like the frame's (pose/similarity.py; ProFashion's pose-aware aggregation): logits
+    # -sharpness x pose distance, added per frame and reference; 0 = off (attention alone decides)
+    reference_pose_routing: float = 0.0
     # what the adapter feeds the image cross-attention (paper Table 2 ablation): CLIP and VAE
     # tokens (released), CLIP tokens only, VAE tokens only, or nothing ("disabled": global conditioning off)
     global_conditioning: Literal["clip_and_vae", "clip", "vae", "disabled"] = "clip_and_vae"
@@ -230,6 +234,11 @@ class FashionFlowConfig:
             raise ConfigError(f"train.pose_dropout={self.train.pose_dropout} must be in [0, 1]")
         if m.max_references < 0 or d.reference_candidates < 0:
             raise ConfigError("model.max_references and data.reference_candidates must be >= 0")
+        if m.reference_pose_routing < 0:
+            raise ConfigError(f"model.reference_pose_routing={m.reference_pose_routing} must be >= 0 (0 = off)")
+        if m.reference_pose_routing > 0 and not (m.max_references > 0 and m.pose_guider):
+            raise ConfigError("model.reference_pose_routing routes references by the driving poses: it needs "
+                              "model.max_references > 0 and model.pose_guider=true")
         if not 0.0 <= self.train.reference_dropout <= 1.0:
             raise ConfigError(f"train.reference_dropout={self.train.reference_dropout} must be in [0, 1]")
         if self.train.trainable == "new_conditions" and not (m.max_references > 0 or m.pose_guider):

@@ -59,6 +59,7 @@ class Settings:
     overwrite: bool = False
     references: tuple[str, ...] = ()  # reference image files, for every input
     num_references: int = 0  # for video inputs: references from other frames of the video
+    reference_keypoints: tuple = ()  # the pose [18, 3] of each of `references` (model.reference_pose_routing)
     poses: Optional[np.ndarray] = None  # driving keypoints [f, 18, 3] for every input (pose-driven mode)
     pose_aspect: Optional[float] = None  # width / height of the frames the poses come from (None: the model's)
     align: bool = True  # fit the driving poses to the person in each input
@@ -209,6 +210,8 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
                           generator=[generator], output_type="np", reference_images=[references] if references else None,
                           decode_chunk_size=settings.decode_chunk_size, precision=settings.precision,
                           poses=settings.poses, align=settings.align, pose_aspect=settings.pose_aspect,
+                          reference_keypoints=[list(settings.reference_keypoints)]
+                          if settings.reference_keypoints and references is shared_references else None,
                           pose_guidance_scale=settings.pose_guidance if settings.poses is not None else 1.0,
                           reference_guidance_scale=settings.reference_guidance if references else 1.0)
             frames = output.frames[0]

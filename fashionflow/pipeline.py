@@ -216,6 +216,39 @@ class FashionFlowPipeline(DiffusionPipeline):
         references, mask = pad_references([t if len(t) else None for t in per_item], tuple(tokens.shape[1:]))
         return {"references": references, "reference_mask": mask}
 
+    def routing_keypoints(self, reference_images: Optional[Sequence], reference_keypoints: Optional[Sequence],
+                          used_poses: list, conditions: dict) -> dict:
+        """The U-Net's pose routing inputs {pose_keypoints [b, f, 18, 3], reference_keypoints
+        [b, r, 18, 3]} for a model with `reference_pose_routing` > 0 driven by poses with
+        references, else {}. reference_keypoints: one list per image of each reference's pose
+        [18, 3] (x, y in [0, 1] of that reference image; None = find it with MediaPipe, as the
+        input image's pose is found); a reference with no person found routes neutrally."""
+        if not self.unet.config.reference_pose_routing or "references" not in conditions or "pose" not in conditions:
+            return {}
+        lists = [list(item) if item is not None else [] for item in reference_images]
+        given = _per_reference(reference_keypoints, lists)
+        from fashionflow.pose.drive import reference_pose
+        from fashionflow.pose.keypoints import check_keypoints
+
+        r = conditions["references"].shape[1]
+        poses = np.zeros((len(lists), r, 18, 3), np.float32)  # confidence 0: unknown
+        for i, item in enumerate(lists):
+            for j, image in enumerate(item):
+                if given[i][j] is not None:
+                    poses[i, j] = check_keypoints(given[i][j], f"reference_keypoints[{i}][{j}]")[0]
+                    continue
+                uint8 = (self.prepare_images(image)[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+                found = reference_pose(uint8)
+                if found is None:
+                    print(f"reference image {j} of input {i}: no person found; it is routed like every other view")
+                else:
+                    poses[i, j] = found
+        frames = np.stack([p if p is not None else np.zeros((conditions["pose"].shape[2], 18, 3), np.float32)
+                           for p in used_poses])
+        device = self._execution_device
+        return {"pose_keypoints": torch.from_numpy(frames).to(device),
+                "reference_keypoints": torch.from_numpy(poses).to(device)}
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, decode_chunk_size: int = 8, precision: Precision = "auto") -> torch.Tensor:
         """[b, c, f, h, w] -> float [b, f, 3, H, W] in [0, 1]."""
@@ -247,7 +280,7 @@ class FashionFlowPipeline(DiffusionPipeline):
                  precision: Precision = "auto", return_dict: bool = True, init_strength: float = 1.0,
                  reference_images: Optional[Sequence] = None, poses=None, align: bool = True,
                  pose_aspect: Optional[float] = None, pose_guidance_scale: float = 1.0,
-                 reference_guidance_scale: float = 1.0):
+                 reference_guidance_scale: float = 1.0, reference_keypoints: Optional[Sequence] = None):
         """Generate one video per input image.
 
         num_inference_steps: None = the scheduler's default (1000 for DDPM, 25 for DDIM/DPM).
@@ -267,6 +300,9 @@ class FashionFlowPipeline(DiffusionPipeline):
         included) instead of fitting them to the person in the image; pose_aspect:
         width / height of the frames they come from (default: the model's). num_frames: None =
         the poses' frame count (rounded up to the temporal multiple, resampled), else 70.
+        reference_keypoints: for a model with model.reference_pose_routing, driven by poses, with
+        references: one list per image of each reference's pose [18, 3] (None, or a None entry:
+        found with MediaPipe); each frame then draws on the references posed like it.
         """
         images01 = self.prepare_images(image)
         b = len(images01)
@@ -286,6 +322,7 @@ class FashionFlowPipeline(DiffusionPipeline):
         pose_conditions, used_poses, reference_poses = self.pose_inputs(poses, images01, num_frames, align,
                                                                         pose_aspect)
         conditions = {**conditions, **pose_conditions}
+        conditions.update(self.routing_keypoints(reference_images, reference_keypoints, used_poses, conditions))
         with tf32(tf32_for(precision)):
             latents = sample_video_latents(self.unet, self.scheduler, context, first_frame, num_frames, steps,
                                            guidance_scale=guidance_scale, generator=generator,
@@ -309,6 +346,23 @@ class FashionFlowPipeline(DiffusionPipeline):
             used_poses = reference_poses = None
         return (FashionFlowPipelineOutput(frames=frames, poses=used_poses, reference_poses=reference_poses)
                 if return_dict else (frames,))
+
+
+def _per_reference(reference_keypoints, lists: list[list]) -> list[list]:
+    """`reference_keypoints` (None, or one list per image, None or one entry per reference image)
+    as one list per image with one entry (keypoints or None) per reference image."""
+    if reference_keypoints is None:
+        return [[None] * len(item) for item in lists]
+    if not isinstance(reference_keypoints, (list, tuple)) or len(reference_keypoints) != len(lists):
+        raise ValueError(f"reference_keypoints must be a list with one entry per input image ({len(lists)}), "
+                         f"like reference_images")
+    out = []
+    for i, (poses, item) in enumerate(zip(reference_keypoints, lists)):
+        poses = [None] * len(item) if poses is None else list(poses)
+        if len(poses) != len(item):
+            raise ValueError(f"reference_keypoints[{i}] has {len(poses)} poses for {len(item)} reference images")
+        out.append(poses)
+    return out
 
 
 def _poses_per_image(poses, batch: int) -> list:

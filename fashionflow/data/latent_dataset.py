@@ -26,6 +26,7 @@ Projected with `data.poses`, a file also holds the clip's poses (read only for
 | tensor | shape | dtype |
 | --- | --- | --- |
 | `keypoints` | [f, 18, 3] | float32: OpenPose-18 keypoints per frame, x y in [0, 1] of the resized frame, confidence |
+| `reference_keypoints` | [k, 18, 3] | float32: likewise for each reference candidate (with candidates; read for `model.reference_pose_routing`) |
 
 plus string metadata (source video, start frame, fps, original size, config hash, encoders).
 The dataset checks every file's header against the training config up front, so a wrong
@@ -201,7 +202,8 @@ class LatentClipDataset(Dataset):
     the reference candidates (`REFERENCE_TENSOR_NAMES`, k of them) and reference_valid bool [k]:
     False for a candidate that is the clip's own conditioning frame. With `model.pose_guider`
     also keypoints float32 [f, 18, 3] and pose uint8 [f, 3, H, W], them drawn as OpenPose
-    skeletons (drawn here, in the DataLoader's workers, rather than in the training step).
+    skeletons (drawn here, in the DataLoader's workers, rather than in the training step). With
+    both, reference_keypoints float32 [k, 18, 3]: each candidate's pose (`candidate_keypoints`).
 
     subset: None (all clips), an int n (a fixed, evenly spaced choice of n clips, the same
     on every run and rank), or a sequence of clip names or indices.
@@ -300,4 +302,21 @@ class LatentClipDataset(Dataset):
             item["keypoints"] = tensors["keypoints"].float()
             skeletons = render_poses(item["keypoints"].numpy(), *self.frame_size)  # f H W 3
             item["pose"] = torch.from_numpy(skeletons).permute(0, 3, 1, 2).contiguous()  # f 3 H W
+            if self.with_references:
+                start = self.headers[path.stem].get("start_frame")
+                item["reference_keypoints"] = candidate_keypoints(tensors, None if start is None else int(start))
         return item
+
+
+def candidate_keypoints(tensors: dict, start: int | None) -> torch.Tensor:
+    """Each reference candidate's pose float32 [k, 18, 3]: the stored `reference_keypoints`; in
+    files projected before they were stored, the clip's own keypoints for a candidate inside its
+    window (start .. start + f - 1), confidence 0 (unknown) for the others."""
+    if "reference_keypoints" in tensors:
+        return tensors["reference_keypoints"].float()
+    frames, clip = tensors["reference_frames"].long(), tensors["keypoints"].float()
+    poses = torch.zeros(len(frames), *clip.shape[1:])
+    if start is not None:
+        inside = (frames >= start) & (frames < start + len(clip))
+        poses[inside] = clip[frames[inside] - start]
+    return poses

@@ -111,6 +111,7 @@ class VideoClips:
     reference_frames: list[int] = field(default_factory=list)  # data.reference_candidates frame indices
     references: np.ndarray | None = None  # their resized frames uint8 [k, H, W, 3]
     keypoints: np.ndarray | None = None  # data.poses: float32 [n, f, 18, 3] in [0, 1] of the resized frames
+    reference_keypoints: np.ndarray | None = None  # data.poses with candidates: float32 [k, 18, 3], likewise
     pose_source: str = ""  # "sidecar" (the video's NAME.pose.npz) or "extracted"
 
 
@@ -141,17 +142,20 @@ def load_video_clips(path: Path, cfg: FashionFlowConfig, written: set[int] | Non
     clips = VideoClips(path.name, starts, frames, fps, (video.shape[1], video.shape[2]), len(all_starts),
                       candidates, references)
     if d.poses:
-        clips.keypoints, clips.pose_source = clip_keypoints(path, clips, cfg)
+        clips.keypoints, clips.reference_keypoints, clips.pose_source = clip_keypoints(path, clips, cfg)
     return clips
 
 
-def clip_keypoints(path: Path, clips: VideoClips, cfg: FashionFlowConfig) -> tuple[np.ndarray, str]:
-    """(keypoints float32 [n, f, 18, 3] of the clips, where they came from).
+def clip_keypoints(path: Path, clips: VideoClips, cfg: FashionFlowConfig
+                   ) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(keypoints float32 [n, f, 18, 3] of the clips, of the reference candidates [k, 18, 3]
+    (None without candidates), where they came from).
 
     The video's sidecar `NAME.pose.npz` when there is one (the synthetic clips' true poses),
     moved with the frames' resize or crop; else MediaPipe on the resized frames of each clip
-    (`fashionflow.pose.extract_keypoints`). A clip with nobody in it gets all confidences 0
-    (pose-free training for that clip) and one line on stderr.
+    (`fashionflow.pose.extract_keypoints`) and on each candidate frame alone. A clip or a
+    candidate with nobody in it gets all confidences 0 (pose-free training for that clip, an
+    unknown pose for that candidate) and one line on stderr.
     """
     from fashionflow.synthetic import read_pose_sidecar
 
@@ -159,10 +163,13 @@ def clip_keypoints(path: Path, clips: VideoClips, cfg: FashionFlowConfig) -> tup
     sidecar = read_pose_sidecar(path)
     if sidecar is not None:
         video_keypoints = sidecar["keypoints"]
-        if any(start + d.num_frames > len(video_keypoints) for start in clips.starts):
+        if any(start + d.num_frames > len(video_keypoints) for start in clips.starts) or any(
+                i >= len(video_keypoints) for i in clips.reference_frames):
             raise ValueError(f"its pose sidecar has {len(video_keypoints)} frames, fewer than a clip needs")
         keypoints = np.stack([video_keypoints[start:start + d.num_frames] for start in clips.starts])
-        return resize_keypoints(keypoints, *clips.original_size, d.height, d.width, d.resize), "sidecar"
+        resize = lambda k: resize_keypoints(k, *clips.original_size, d.height, d.width, d.resize)  # noqa: E731
+        candidates = resize(video_keypoints[clips.reference_frames]) if clips.reference_frames else None
+        return resize(keypoints), candidates, "sidecar"
     from fashionflow.pose.extract import NoPersonError, extract_keypoints
 
     keypoints = np.zeros((len(clips.starts), d.num_frames, 18, 3), np.float32)
@@ -172,7 +179,16 @@ def clip_keypoints(path: Path, clips: VideoClips, cfg: FashionFlowConfig) -> tup
         except NoPersonError:
             print(f"{path.name}: no person found in the clip at frame {start}; its poses are empty",
                   file=sys.stderr, flush=True)
-    return keypoints, "extracted"
+    candidates = None
+    if clips.references is not None:
+        candidates = np.zeros((len(clips.references), 18, 3), np.float32)
+        for index, (frame_index, image) in enumerate(zip(clips.reference_frames, clips.references)):
+            try:
+                candidates[index] = extract_keypoints(image, video=False)[0]
+            except NoPersonError:
+                print(f"{path.name}: no person found in reference candidate frame {frame_index}; its pose is unknown",
+                      file=sys.stderr, flush=True)
+    return keypoints, candidates, "extracted"
 
 
 # --- encoding and writing -----------------------------------------------------------------
@@ -426,6 +442,8 @@ def _write_clips(clips: VideoClips, cfg: FashionFlowConfig, output_dir: Path, en
         tensors = {**encode_clip(clips.frames[index], cfg, enc, distributed.derive_seed(seed, start)), **references}
         if clips.keypoints is not None:
             tensors["keypoints"] = torch.from_numpy(np.ascontiguousarray(clips.keypoints[index]))
+        if clips.reference_keypoints is not None:
+            tensors["reference_keypoints"] = torch.from_numpy(np.ascontiguousarray(clips.reference_keypoints))
         metadata = clip_metadata(cfg, clips, index, enc.dtype_name)
         name = clip_file_name(clips.name, start)
         write_clip(output_dir / name, tensors, metadata)

@@ -152,6 +152,8 @@ def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lp
             made[name] = pipe(truth[0], num_frames=len(truth), num_inference_steps=steps, generator=[generator],
                               output_type="np", init_strength=init_strength, reference_images=references,
                               poses=poses, align=False,
+                              reference_keypoints=[[clip.keypoints[back_index]]] if references and poses is not None
+                              else None,
                               reference_guidance_scale=reference_guidance if references else 1.0).frames[0]
             rows[name].append(clip_scores(made[name], truth, clip.garment_mask, yaw, back_index, lpips))
         if through_vae is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -27,6 +27,20 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
         with sdpa_kernel(SDPBackend.MATH):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
+def attend_per_frame(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frame_bias: torch.Tensor,
+                     frames: int) -> torch.Tensor:
+    """`attend` with logits that depend on the query's frame: q [b, heads, (f l), d] (frame-major
+    tokens, f = `frames`), k and v [b, heads, s, d], frame_bias [b, f', s] (f' frames
+    average-pooled to f at levels that compressed time) -> [b, heads, (f l), d]. Frames are
+    folded into the batch; keys are repeated per frame, cheap for the few context tokens."""
+    if frame_bias.shape[1] != frames:
+        frame_bias = rearrange(F.adaptive_avg_pool1d(rearrange(frame_bias, "b f s -> b s f"), frames), "b s f -> b f s")
+    attended = attend(rearrange(q, "b h (f l) d -> (b f) h l d", f=frames),
+                      repeat(k, "b h s d -> (b f) h s d", f=frames), repeat(v, "b h s d -> (b f) h s d", f=frames),
+                      rearrange(frame_bias.to(q.dtype), "b f s -> (b f) 1 1 s"))
+    return rearrange(attended, "(b f) h l d -> b h (f l) d", f=frames)
 
 
 class ContinuousPositionBias(nn.Module):
@@ -163,17 +177,21 @@ class ImageCrossAttention(nn.Module):
         self.ff_out = nn.Linear(dim * 4, dim)
         self.proj_out = nn.Conv2d(dim, dim, 1)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, frame_bias: torch.Tensor | None = None) -> torch.Tensor:
         """x [b, c, f, h, w], context [b, n, context_dim] -> [b, c, f, h, w].
 
+        frame_bias [b, f', n] (optional): logits added per frame to each context token (the
+        pose-routed context of `model.reference_pose_routing`: the image's tokens and the
+        references', each frame drawing on the views posed like it). None: as released.
         Tokens are taken in (f h w) order; the released (h w f) order gives the same result
         because every operation here is per token or symmetric in the queries.
         """
         b, c, f, h, w = x.shape
         tokens = rearrange(x, "b c f h w -> b (f h w) c")
         q = rearrange(self.to_q(self.attn_norm(tokens)), "b l (h d) -> b h l d", h=self.heads)
-        k, v = (rearrange(proj(context), "b n (h d) -> b h n d", h=self.heads) for proj in (self.to_k, self.to_v))
-        attended = attend(q, k.to(q.dtype), v.to(q.dtype))
+        k, v = (rearrange(proj(context), "b n (h d) -> b h n d", h=self.heads).to(q.dtype)
+                for proj in (self.to_k, self.to_v))
+        attended = attend(q, k, v) if frame_bias is None else attend_per_frame(q, k, v, frame_bias, f)
         tokens = tokens + self.to_out(rearrange(attended, "b h l d -> b l (h d)"))
         hidden, gate = self.ff_in(self.ff_norm(tokens)).chunk(2, dim=-1)
         tokens = tokens + self.ff_out(hidden * F.gelu(gate))

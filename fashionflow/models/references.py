@@ -36,7 +36,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from fashionflow.models.attention import attend
+from fashionflow.models.attention import attend, attend_per_frame
 
 
 class ReferenceAttention(nn.Module):
@@ -54,10 +54,13 @@ class ReferenceAttention(nn.Module):
         self.to_v = nn.Linear(context_dim, dim, bias=False)
         self.to_out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, references: torch.Tensor, reference_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, references: torch.Tensor, reference_mask: torch.Tensor,
+                routing: torch.Tensor | None = None) -> torch.Tensor:
         """x [b, c, f, h, w], references [b, r, n, d], reference_mask bool [b, r] -> [b, c, f, h, w].
 
-        A batch item with no real reference gets exactly x back.
+        routing [b, f', r] (optional): logits added, per frame, to every key of each reference
+        (`model.reference_pose_routing`); f' frames are average-pooled to x's f at levels that
+        compressed time. A batch item with no real reference gets exactly x back.
         """
         b, c, f, h, w = x.shape
         n = references.shape[2]
@@ -68,7 +71,10 @@ class ReferenceAttention(nn.Module):
         has_any = reference_mask.any(dim=1)  # b
         key_mask = reference_mask.repeat_interleave(n, dim=1) | ~has_any[:, None]  # b (r n); empty rows: all keys
         bias = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~key_mask, float("-inf"))
-        attended = attend(q, k, v, rearrange(bias, "b s -> b 1 1 s"))
+        if routing is None:
+            attended = attend(q, k, v, rearrange(bias, "b s -> b 1 1 s"))
+        else:  # each frame its own logits per reference
+            attended = attend_per_frame(q, k, v, bias[:, None] + routing.to(q.dtype).repeat_interleave(n, dim=2), f)
         delta = self.to_out(rearrange(attended, "b h l d -> b l (h d)"))
         delta = delta * has_any[:, None, None].to(delta.dtype)  # no references: exactly nothing added
         return x + rearrange(delta, "b (f h w) c -> b c f h w", f=f, h=h)

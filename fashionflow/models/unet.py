@@ -15,12 +15,15 @@ Optional conditions (off in the released preset, built only when on, zero-initia
 fresh one leaves the model as it was): `max_references` > 0 adds a reference attention after
 every level's image cross-attention (models/references.py); `pose_guider_channels` (None = off)
 adds the pose guider's features of the rendered skeletons after conv_in (models/pose_guider.py;
-Animate Anyone Sec. 3.2).
+Animate Anyone Sec. 3.2). `reference_pose_routing` > 0 (needs both) routes each frame's reference
+attention to the references whose pose is like the frame's driving pose (ProFashion's pose-aware
+aggregation; pose/similarity.py): no weights, so it can be switched on for a trained model.
 """
 
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
@@ -29,6 +32,8 @@ from fashionflow.models.attention import ImageCrossAttention, SpatioTemporalAtte
 from fashionflow.models.layers import Downsample, PseudoConv3d, ResnetBlock, SinusoidalTimestepEmbedding, Upsample
 from fashionflow.models.pose_guider import PoseGuider
 from fashionflow.models.references import ReferenceConditioning
+from fashionflow.pose.keypoints import CONFIDENCE_THRESHOLD
+from fashionflow.pose.similarity import pose_routing_bias
 
 
 class DownLevel(nn.Module):
@@ -80,6 +85,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         context_dim: int = 768,
         max_references: int = 0,
         pose_guider_channels: tuple[int, ...] | None = None,
+        reference_pose_routing: float = 0.0,
     ):
         super().__init__()
         levels = len(dim_mults)
@@ -114,6 +120,8 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
             self.references = ReferenceConditioning(widths(self.down_levels), widths(self.up_levels),
                                                     heads(self.down_levels), heads(self.up_levels), context_dim,
                                                     max_references)
+        if reference_pose_routing < 0:
+            raise ValueError(f"reference_pose_routing must be >= 0 (0 = off), got {reference_pose_routing}")
         # skeleton images [b, 3, f, H, W] -> [b, base_dim, f, h, w], added after conv_in
         self.pose_guider = PoseGuider(base_dim, 3, tuple(pose_guider_channels)) if pose_guider_channels else None
 
@@ -163,10 +171,46 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
                              "(model.max_references=0)")
         return references, self.references.check(references, reference_mask, batch, self.config.context_dim)
 
+    def _pose_routing(self, refs, context, pose_keypoints, reference_keypoints, pose_mask, frames: int):
+        """`reference_pose_routing` (ProFashion's pose-aware prototypes, Eqs. 8-9): per frame,
+        the views posed like the frame are the ones it draws on. Returns None (routing off, no
+        references or no poses) or (reference logits [b, f, r] for the reference attentions,
+        routed context [b, n + r n, d] = the image's tokens then every reference's, and its
+        logits [b, f, n + r n] for the image cross-attentions).
+
+        The candidates are the input image, posed as frame 0 (its own pose in pose-driven
+        videos), and the references. Logits = -sharpness x pose distance (pose/similarity.py);
+        a masked reference, one of unknown pose, and every reference of a video whose pose is
+        dropped get -inf in the context, so the image cross-attention sees exactly the image's
+        tokens there, as released (a dropped pose also zeroes the reference logits)."""
+        sharpness = self.config.reference_pose_routing
+        if refs is None or not sharpness or pose_keypoints is None or reference_keypoints is None:
+            return None
+        references, mask = refs
+        b, r, n, _ = references.shape
+        wanted_frames, wanted_references = (b, frames, 18, 3), (b, r, 18, 3)
+        if tuple(pose_keypoints.shape) != wanted_frames:
+            raise ValueError(f"pose_keypoints must be [b, f, 18, 3] = {list(wanted_frames)} (the driving keypoints "
+                             f"of every frame), got {list(pose_keypoints.shape)}")
+        if tuple(reference_keypoints.shape) != wanted_references:
+            raise ValueError(f"reference_keypoints must be [b, r, 18, 3] = {list(wanted_references)} (each "
+                             f"reference's pose; confidence 0 = unknown), got {list(reference_keypoints.shape)}")
+        posed = torch.ones(b, dtype=torch.bool, device=mask.device) if pose_mask is None else pose_mask.bool()
+        reference_logits = pose_routing_bias(pose_keypoints, reference_keypoints, sharpness)  # b f r
+        reference_logits = reference_logits * posed.to(reference_logits.dtype)[:, None, None]
+        candidates = torch.cat((pose_keypoints[:, :1], reference_keypoints), dim=1)  # b (1 + r) 18 3
+        logits = pose_routing_bias(pose_keypoints, candidates, sharpness)  # b f (1 + r)
+        known = (reference_keypoints[..., 2] >= CONFIDENCE_THRESHOLD).any(-1)  # b r
+        usable = torch.cat((torch.ones_like(mask[:, :1]), mask & known & posed[:, None]), dim=1)  # b (1 + r)
+        logits = logits.masked_fill(~usable[:, None], float("-inf")).repeat_interleave(context.shape[1], dim=2)
+        routed = torch.cat((context, rearrange(references, "b r n d -> b (r n) d").to(context.dtype)), dim=1)
+        return reference_logits, routed, logits
+
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor | float | int,
                 context: torch.Tensor, *, references: torch.Tensor | None = None,
                 reference_mask: torch.Tensor | None = None, pose: torch.Tensor | None = None,
-                pose_mask: torch.Tensor | None = None) -> torch.Tensor:
+                pose_mask: torch.Tensor | None = None, pose_keypoints: torch.Tensor | None = None,
+                reference_keypoints: torch.Tensor | None = None) -> torch.Tensor:
         """latents [b, c, f, h, w], timesteps [b] or scalar, context [b, n, d] -> noise [b, c, f, h, w].
 
         references [b, r, n, d]: adapter tokens of r extra views per video (r may be 0; needs
@@ -174,6 +218,9 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         batches whose videos have different r). None, r = 0 or all masked: the base model.
         pose [b, 3, f, 8h, 8w]: rendered skeletons in [0, 1] (model.pose_guider); pose_mask bool
         [b], False = that video's pose is dropped (its guider features are zeroed). None: no pose.
+        pose_keypoints [b, f, 18, 3] (the keypoints the skeletons were drawn from) and
+        reference_keypoints [b, r, 18, 3] (each reference's pose): used only by
+        `reference_pose_routing` > 0, which routes frames to the references posed like them.
         """
         self.check_input_size(latents)
         if pose is not None:
@@ -181,11 +228,16 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         if context.ndim != 3 or context.shape[-1] != self.config.context_dim:
             raise ValueError(f"context must be [b, n, {self.config.context_dim}], got {tuple(context.shape)}")
         refs = self._reference_inputs(references, reference_mask, latents.shape[0])
+        context = context.to(latents.dtype)
+        routing = self._pose_routing(refs, context, pose_keypoints, reference_keypoints, pose_mask, latents.shape[2])
+        cross = (context,)
+        if routing is not None:
+            reference_logits, routed_context, context_logits = routing
+            refs, cross = (*refs, reference_logits), (routed_context, context_logits)
         timesteps = torch.as_tensor(timesteps, device=latents.device)
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(latents.shape[0])
         t = self.time_embedding(timesteps)  # b time_dim
-        context = context.to(latents.dtype)
 
         x = self.conv_in(latents)
         if pose is not None:  # Animate Anyone's pose guider: added to the first features
@@ -203,7 +255,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
                 x = self._run(level.attention, x)
             skips.append(x)
             x = level.downsample(x)
-            x = self._run(level.cross_attention, x, context)
+            x = self._run(level.cross_attention, x, *cross)
             if refs is not None:
                 x = self._run(self.references.down[index], x, *refs)
 
@@ -220,7 +272,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
                 x = self._run(resnet, x)
             if level.attention is not None:
                 x = self._run(level.attention, x)
-            x = self._run(level.cross_attention, x, context)
+            x = self._run(level.cross_attention, x, *cross)
             if refs is not None:
                 x = self._run(self.references.up[index], x, *refs)
         return self.conv_out(x)

@@ -73,7 +73,9 @@ class DenoisingLoss(nn.Module):
     keep_context [b] bool (False = condition dropped), timesteps [b], noise like latents;
     with references (model.max_references = R): reference_clip [b, R, n, d], reference_latent
     [b, R, c, h, w] and reference_mask [b, R], each reference through the same adapter.
-    with the pose guider (keywords): pose [b, 3, f, H, W] skeleton images, pose_mask [b] bool.
+    with the pose guider (keywords): pose [b, 3, f, H, W] skeleton images, pose_mask [b] bool;
+    with model.reference_pose_routing also pose_keypoints [b, f, 18, 3] (keyword) and
+    reference_keypoints [b, R, 18, 3] (after reference_mask).
     """
 
     def __init__(self, unet, adapter, scheduler, diffusion_cfg, compile_options: Optional[dict] = None):
@@ -83,7 +85,8 @@ class DenoisingLoss(nn.Module):
         self.scheduler, self.diffusion_cfg = scheduler, diffusion_cfg
 
     def forward(self, latents, clip_hidden_states, image_latent, keep_context, timesteps, noise,
-                reference_clip=None, reference_latent=None, reference_mask=None, *, pose=None, pose_mask=None):
+                reference_clip=None, reference_latent=None, reference_mask=None, reference_keypoints=None, *,
+                pose=None, pose_mask=None, pose_keypoints=None):
         context = self.adapter(clip_hidden_states, image_latent)
         if keep_context is not None:  # classifier-free guidance: the null context is all zeros
             context = torch.where(keep_context[:, None, None], context, null_context(context))
@@ -95,6 +98,8 @@ class DenoisingLoss(nn.Module):
                 reference_mask = reference_mask & keep_context[:, None]
             conditions.update(references=rearrange(tokens, "(b r) n d -> b r n d", b=len(reference_mask)),
                               reference_mask=reference_mask)
+            if reference_keypoints is not None and pose_keypoints is not None:
+                conditions.update(reference_keypoints=reference_keypoints, pose_keypoints=pose_keypoints)
         return diffusion_loss(self.unet, latents, context, self.scheduler, self.diffusion_cfg,
                               timesteps=timesteps, noise=noise, conditions=conditions)
 
@@ -133,7 +138,8 @@ def draw_references(batch: dict, cfg: FashionFlowConfig, generator: torch.Genera
     (`train.reference_draw="uniform"`), or the one whose VAE latent mean is farthest from the
     conditioning image's plus r - 1 uniform ones ("dissimilar"). The same random draws either way.
     Returns reference_clip [b, R, n, d], reference_latent [b, R, c, h, w], reference_mask [b, R]
-    (R = model.max_references; unused slots masked).
+    (R = model.max_references; unused slots masked), and with model.reference_pose_routing the
+    chosen candidates' poses reference_keypoints [b, R, 18, 3] (no further random draws).
     """
     limit = cfg.model.max_references
     valid = batch["reference_valid"].to(device)  # b k
@@ -158,7 +164,10 @@ def draw_references(batch: dict, cfg: FashionFlowConfig, generator: torch.Genera
     if missing:
         pad = lambda x: torch.cat([x, x.new_zeros(b, missing, *x.shape[2:])], dim=1)  # noqa: E731
         clip, latent, mask = pad(clip), pad(latent), pad(mask)
-    return clip, latent, mask
+    if not cfg.model.reference_pose_routing:
+        return clip, latent, mask
+    keypoints = pick("reference_keypoints")
+    return clip, latent, mask, pad(keypoints) if missing else keypoints
 
 
 def draw_pose_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Generator, device: torch.device) -> dict:
@@ -171,6 +180,8 @@ def draw_pose_inputs(batch: dict, cfg: FashionFlowConfig, generator: torch.Gener
     skeletons = batch["pose"].to(device, non_blocking=True)  # b f 3 H W uint8
     pose_mask = torch.rand(len(skeletons), generator=generator, device=device) >= cfg.train.pose_dropout
     pose = rearrange(skeletons, "b f c h w -> b c f h w").float() / 255.0
+    if cfg.model.reference_pose_routing:  # the keypoints the skeletons were drawn from, for the routing
+        return {"pose": pose, "pose_mask": pose_mask, "pose_keypoints": batch["keypoints"].to(device)}
     return {"pose": pose, "pose_mask": pose_mask}
 
 

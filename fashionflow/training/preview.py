@@ -63,10 +63,13 @@ class PreviewMaker:
         else:
             self.image, self.image_name = dataset[0]["image"], dataset.names[0]
         self.references = []  # uint8 [3, H, W] each
+        self.reference_keypoints = None  # their poses [18, 3] each, for model.reference_pose_routing
         if cfg.model.max_references > 0 and not cfg.train.validation_image:
             first = dataset[0]
             valid = first["reference_valid"].nonzero().flatten()[:cfg.model.max_references]
             self.references = [first["reference_images"][i] for i in valid]
+            if "reference_keypoints" in first:
+                self.reference_keypoints = [[first["reference_keypoints"][i].numpy() for i in valid]]
         # a pose-guided model previews the first training clip driven by its own poses (they are in
         # its frame: no alignment); a validation image has no poses of its own: pose-free preview
         self.poses = (dataset[0]["keypoints"].numpy() if cfg.model.pose_guider and not cfg.train.validation_image
@@ -98,7 +101,8 @@ class PreviewMaker:
             output = pipeline(self.image.float() / 255.0, num_frames=cfg.sample.num_frames, reference_images=references,
                               num_inference_steps=cfg.train.sample_steps, guidance_scale=cfg.sample.guidance_scale,
                               init_strength=cfg.sample.init_strength, generator=generator,
-                              output_type="np", poses=self.poses, align=False)
+                              output_type="np", poses=self.poses, align=False,
+                              reference_keypoints=self.reference_keypoints if references else None)
             frames = output.frames[0]  # f h w 3 uint8
         finally:
             unet.train(was_training[0]), adapter.train(was_training[1])

@@ -1,0 +1,306 @@
+"""Pose-routed references (`model.reference_pose_routing`; pose/similarity.py, models/unet.py):
+the pose distance, the per-frame attention it drives, the U-Net's equivalences with the option
+off or the pose dropped, the training draws, projection of the candidates' poses, the pipeline."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fashionflow.config import ConfigError, load_config
+from fashionflow.models import build_models
+from fashionflow.models.attention import ImageCrossAttention, attend, attend_per_frame
+from fashionflow.pose.keypoints import JOINT
+from fashionflow.pose.motions import motion_keypoints
+from fashionflow.pose.similarity import pose_distance, pose_routing_bias
+from fashionflow.training import loop
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+ROUTED = ["model.pose_guider=true", "model.max_references=2", "model.reference_pose_routing=30"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(_few_threads):
+    torch.set_num_threads(1)
+
+
+def turning_clip():
+    """A synthetic clip's true keypoints [f, 18, 3] and yaw [f] (degrees, 0 = facing the camera)."""
+    from fashionflow.synthetic import render_clip
+
+    for seed in range(40):
+        clip = render_clip(seed, num_frames=24, height=64, width=64)
+        yaw = np.abs(clip.yaw)
+        if (yaw < 30).any() and (yaw > 150).any():
+            return torch.from_numpy(clip.keypoints), yaw
+    raise AssertionError("no synthetic clip turns its back in 40 seeds")
+
+
+# ------------------------------------------------------------------------ the distance
+
+def test_pose_distance_ignores_framing_and_tells_front_from_back():
+    keypoints, yaw = turning_clip()
+    distance = pose_distance(keypoints[None], keypoints[None])[0]  # f f
+    front, back = np.flatnonzero(yaw < 30), np.flatnonzero(yaw > 150)
+    same_side = max(distance[np.ix_(front, front)].max(), distance[np.ix_(back, back)].max())
+    assert distance[np.ix_(front, back)].min() > 2 * same_side  # every front-back pair farther than any same-side pair
+    moved = keypoints.clone()
+    moved[..., :2] = keypoints[..., :2] * 0.5 + 0.2  # a smaller person elsewhere in the frame
+    torch.testing.assert_close(pose_distance(keypoints[None], moved[None])[0].diagonal(), torch.zeros(len(keypoints)),
+                               atol=1e-6, rtol=0)
+    unseen = keypoints[:1].clone()
+    unseen[..., 2] = 0
+    assert torch.isnan(pose_distance(keypoints[None, :2], unseen[None])).all()
+
+
+def test_routing_bias_favours_the_nearest_and_keeps_unknown_poses_neutral():
+    keypoints, yaw = turning_clip()
+    front, back = int(np.argmin(yaw)), int(np.argmax(yaw))
+    unknown = torch.zeros(18, 3)
+    references = torch.stack([keypoints[front], keypoints[back], unknown])[None]  # 1 3 18 3
+    bias = pose_routing_bias(keypoints[None, [front, back]], references, sharpness=30.0)[0]  # 2 frames x 3
+    assert bias[0, 0] == 0 and bias[1, 1] == 0 and bias[0, 1] < -5 and bias[1, 0] < -5
+    torch.testing.assert_close(bias[:, 2], bias[:, :2].mean(dim=1))  # unknown: the mean of the known
+    assert torch.equal(pose_routing_bias(unknown[None, None], references, 30.0), torch.zeros(1, 1, 3))
+
+
+# ------------------------------------------------------------------------ per-frame attention
+
+def test_attend_per_frame_is_each_frame_alone_with_its_own_logits():
+    g = torch.Generator().manual_seed(0)
+    b, heads, f, l, s, d = 2, 2, 4, 6, 5, 8
+    q, k, v = torch.randn(b, heads, f * l, d, generator=g), torch.randn(b, heads, s, d, generator=g), \
+        torch.randn(b, heads, s, d, generator=g)
+    bias = torch.randn(b, f, s, generator=g)
+    out = attend_per_frame(q, k, v, bias, f)
+    for frame in range(f):
+        alone = attend(q[:, :, frame * l:(frame + 1) * l], k, v, bias[:, frame, None, None, :])
+        torch.testing.assert_close(out[:, :, frame * l:(frame + 1) * l], alone)
+    # a level that halved the frames pools the logits of frame pairs
+    pooled = attend_per_frame(q, k, v, bias.repeat_interleave(2, dim=1), f)
+    torch.testing.assert_close(pooled, out)
+    # -inf on every token but one group: the frame sees exactly that group, as if it were the context
+    layer = ImageCrossAttention(16, 2, 8).eval()
+    x, image_tokens, view_tokens = torch.randn(1, 16, f, 4, 4, generator=g), torch.randn(1, 3, 8, generator=g), \
+        torch.randn(1, 3, 8, generator=g)
+    only_view = torch.zeros(1, f, 6)
+    only_view[:, 1:, :3] = float("-inf")  # frames 1.. see the view's tokens, frame 0 both
+    with torch.no_grad():
+        routed = layer(x, torch.cat([image_tokens, view_tokens], dim=1), only_view)
+        torch.testing.assert_close(routed[:, :, 1:], layer(x, view_tokens)[:, :, 1:])
+        torch.testing.assert_close(routed[:, :, 0], layer(x, torch.cat([image_tokens, view_tokens], 1))[:, :, 0])
+
+
+# ------------------------------------------------------------------------ the U-Net
+
+def routed_inputs(cfg, reference_pose):
+    """Inputs of a pose-driven video (the 'turn' motion) with two references of the given poses."""
+    g = torch.Generator().manual_seed(1)
+    m, d = cfg.model, cfg.data
+    keypoints = torch.from_numpy(motion_keypoints("turn", d.num_frames))[None].repeat(2, 1, 1, 1)
+    return dict(latents=torch.randn(2, 4, d.num_frames, m.latent_height, m.latent_width, generator=g),
+                timesteps=torch.tensor([10, 900]), context=torch.randn(2, m.num_context_tokens, m.context_dim, generator=g),
+                references=torch.randn(2, 2, m.num_context_tokens, m.context_dim, generator=g),
+                pose=torch.rand(2, 3, d.num_frames, d.height, d.width, generator=g), pose_keypoints=keypoints,
+                reference_keypoints=reference_pose[None].repeat(2, 1, 1, 1))
+
+
+def far_pose(keypoints: torch.Tensor) -> torch.Tensor:
+    """keypoints [18, 3] with every left and right joint swapped (the body seen from the other side)."""
+    swapped = keypoints.clone()
+    for name in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle", "eye", "ear"):
+        swapped[[JOINT[f"right_{name}"], JOINT[f"left_{name}"]]] = keypoints[[JOINT[f"left_{name}"], JOINT[f"right_{name}"]]]
+    swapped[..., 0] = 1 - swapped[..., 0]  # and mirrored: the joints stay where they were, their labels swap
+    return swapped
+
+
+@pytest.fixture(scope="module")
+def routed_unet():
+    cfg = load_config(TINY, ROUTED)
+    torch.manual_seed(0)
+    unet, _ = build_models(cfg.model)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # as training would leave them: the guider and the reference attention act
+        for p in [*unet.pose_guider.conv_out.parameters(),
+                  *(layer.to_out.weight for layer in [*unet.references.down, *unet.references.up])]:
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+    return cfg, unet.eval()
+
+
+@torch.no_grad()
+def test_routing_off_or_pose_dropped_is_the_unrouted_model(routed_unet):
+    cfg, unet = routed_unet
+    front = torch.from_numpy(motion_keypoints("turn", cfg.data.num_frames))[0]
+    inputs = routed_inputs(cfg, torch.stack([front, far_pose(front)]))
+    unrouted = {k: v for k, v in inputs.items() if not k.endswith("keypoints")}
+    plain = unet(**unrouted)
+    routed = unet(**inputs)
+    assert routed.shape == plain.shape and not torch.allclose(routed, plain, atol=1e-4)
+    unet.register_to_config(reference_pose_routing=0.0)
+    try:
+        assert torch.equal(unet(**inputs), plain)  # option off: keypoints are ignored
+    finally:
+        unet.register_to_config(reference_pose_routing=30.0)
+    dropped = torch.tensor([False, True])
+    mixed = unet(**inputs, pose_mask=dropped)
+    torch.testing.assert_close(mixed[:1], unet(**unrouted, pose_mask=dropped)[:1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(mixed[1:], routed[1:], atol=1e-5, rtol=1e-4)  # batch items stay independent
+    alone = unet(**{k: v[1:] if torch.is_tensor(v) and v.ndim else v for k, v in inputs.items()
+                    if k != "timesteps"}, timesteps=inputs["timesteps"][1:])
+    torch.testing.assert_close(alone, routed[1:], atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_a_reference_posed_unlike_every_frame_is_left_out_of_the_image_context():
+    """Fresh reference attention (zero): only the routed image context can act. A reference of no
+    frame's pose gets a -inf-like logit, so the model is the base model; one posed like the frames
+    enters their context and changes the video."""
+    cfg = load_config(TINY, ROUTED)
+    torch.manual_seed(0)
+    unet, _ = build_models(cfg.model)
+    unet.eval()
+    keypoints = torch.from_numpy(motion_keypoints("turn", cfg.data.num_frames))
+    unseen = keypoints[0].clone()
+    unseen[:, :2] = torch.rand(18, 2, generator=torch.Generator().manual_seed(0))  # a scrambled pose
+    inputs = routed_inputs(cfg, torch.stack([unseen, unseen]))
+    base = unet(**{k: v for k, v in inputs.items() if k not in ("references", "reference_keypoints")})
+    torch.testing.assert_close(unet(**inputs), base, atol=1e-5, rtol=1e-4)
+    like_frames = routed_inputs(cfg, keypoints[[3, 5]])
+    assert not torch.allclose(unet(**like_frames), base, atol=1e-4)
+    with pytest.raises(ValueError, match=r"reference_keypoints must be \[b, r, 18, 3\]"):
+        unet(**{**inputs, "reference_keypoints": inputs["reference_keypoints"][:, :1]})
+
+
+def test_config_needs_references_and_poses_for_routing():
+    with pytest.raises(ConfigError, match="reference_pose_routing .* needs"):
+        load_config(TINY, ["model.max_references=2", "model.reference_pose_routing=30"])
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        load_config(TINY, [*ROUTED[:2], "model.reference_pose_routing=-1"])
+    assert load_config(ROOT / "configs" / "fashionflow.yaml").model.reference_pose_routing == 0
+
+
+# ------------------------------------------------------------------------ data and training
+
+def test_candidate_poses_stored_or_taken_from_the_clip_window():
+    from fashionflow.data.latent_dataset import candidate_keypoints
+
+    clip = torch.from_numpy(motion_keypoints("turn", 8))
+    tensors = {"reference_frames": torch.tensor([2, 9, 12]), "keypoints": clip}
+    poses = candidate_keypoints(tensors, start=5)  # the clip is frames 5..12
+    assert torch.equal(poses[1], clip[4]) and torch.equal(poses[2], clip[7]) and (poses[0, :, 2] == 0).all()
+    stored = torch.rand(3, 18, 3)
+    assert torch.equal(candidate_keypoints({**tensors, "reference_keypoints": stored}, 5), stored)
+
+
+def test_reference_draw_returns_the_chosen_candidates_poses_with_the_same_draws():
+    g = torch.Generator().manual_seed(0)
+    batch = {"reference_latent_mean": torch.randn(3, 4, 4, 16, 16, generator=g),
+             "reference_latent_std": torch.rand(3, 4, 4, 16, 16, generator=g) * 0.1,
+             "reference_clip_hidden_states": torch.randn(3, 4, 50, 32, generator=g),
+             "reference_keypoints": torch.rand(3, 4, 18, 3, generator=g),
+             "reference_valid": torch.tensor([[False, True, True, True], [True] * 4, [True, False, False, False]])}
+    plain = loop.draw_references(batch, load_config(TINY, ROUTED[:2]), torch.Generator().manual_seed(4),
+                                 torch.device("cpu"))
+    clip, latent, mask, poses = loop.draw_references(batch, load_config(TINY, ROUTED), torch.Generator().manual_seed(4),
+                                                     torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(plain, (clip, latent, mask)))  # resume-exact: same draws
+    for i in range(3):
+        for slot in range(2):
+            j = next(j for j in range(4) if torch.equal(batch["reference_clip_hidden_states"][i, j], clip[i, slot]))
+            assert torch.equal(poses[i, slot], batch["reference_keypoints"][i, j])
+
+
+def test_projection_stores_the_candidates_poses_and_training_routes_with_them(tmp_path):
+    from fashionflow.data.latent_dataset import LatentClipDataset
+    from fashionflow.data.projection import run_projection
+    from fashionflow.synthetic import generate_dataset, read_pose_sidecar
+    from fashionflow.testing import save_tiny_encoders, tiny_encoders_config
+
+    generate_dataset(tmp_path / "videos", num_videos=1, num_frames=12, height=64, width=64, test_fraction=0,
+                     log=lambda *_: None)
+    enc = tiny_encoders_config(save_tiny_encoders(tmp_path / "encoders", 32))
+    overrides = ["data.height=64", "data.width=64", "model.latent_height=8", "model.latent_width=8",
+                 "model.dim_mults=[1,2,2]", "model.resnet_depths=[1,1,1]", "model.self_attention=[false,false,true]",
+                 "model.temporal_compression=[false,false,true]", "model.cross_attention_heads=[1,1,2]",
+                 f"encoders.vae={enc.vae}", "encoders.vae_subfolder=null", f"encoders.image_encoder={enc.image_encoder}",
+                 "data.poses=true", "data.reference_candidates=3"]
+    summary = run_projection(load_config(TINY, overrides), tmp_path / "videos" / "train", tmp_path / "latents",
+                             device="cpu", show_progress=False)
+    assert not summary.skipped
+    cfg = load_config(TINY, overrides + ROUTED)
+    dataset = LatentClipDataset(tmp_path / "latents", cfg)
+    item = dataset[0]
+    sidecar = read_pose_sidecar(tmp_path / "videos" / "train" / dataset.metadata(0)["source"])["keypoints"]
+    np.testing.assert_array_equal(item["reference_keypoints"].numpy(), sidecar[item["reference_frames"].numpy()])
+
+    # one training step's loss and gradients with routing, from the dataset's batch
+    unet, adapter = build_models(cfg.model)
+    model = loop.DenoisingLoss(unet, adapter, __import__("fashionflow.diffusion", fromlist=["x"]).make_scheduler(
+        cfg.diffusion), cfg.diffusion)
+    batch = torch.utils.data.default_collate([item, item])
+    generator = torch.Generator().manual_seed(0)
+    inputs = loop.draw_step_inputs(batch, cfg, generator, torch.device("cpu"))
+    conditions = loop.draw_pose_inputs(batch, cfg, generator, torch.device("cpu"))
+    assert len(inputs) == 10 and inputs[-1].shape == (2, 2, 18, 3) and conditions["pose_keypoints"].shape == (2, 8, 18, 3)
+    loss = model(*inputs, **conditions)
+    loss.backward()
+    assert torch.isfinite(loss) and unet.references.down[0].to_out.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------ pipeline
+
+def test_pipeline_routes_with_given_or_found_reference_poses(tmp_path, capsys):
+    from fashionflow.testing import build_tiny_pipeline
+
+    pipe, cfg = build_tiny_pipeline(tmp_path, load_config(TINY, ROUTED))
+    pipe.set_progress_bar_config(disable=True)
+    poses = motion_keypoints("turn", 4)
+    image, back = torch.rand(3, 128, 128), torch.rand(3, 128, 128)
+
+    def run(**kwargs):
+        return pipe(image, num_inference_steps=2, generator=[torch.Generator().manual_seed(0)], output_type="np",
+                    poses=poses, align=False, reference_images=[[back]], **kwargs).frames
+
+    given = run(reference_keypoints=[[poses[2]]])
+    assert given.shape == (1, 4, 128, 128, 3)
+    found = run()  # no pose given: MediaPipe looks for one in the noise image, finds nobody, says so
+    assert "reference image 0 of input 0: no person found" in capsys.readouterr().out
+    assert found.shape == given.shape
+    with pytest.raises(ValueError, match="reference_keypoints\\[0\\] has 2 poses for 1 reference images"):
+        run(reference_keypoints=[[poses[0], poses[1]]])
+
+
+def test_inference_cli_reference_poses(tmp_path, capsys):
+    import sys
+
+    from PIL import Image
+
+    from fashionflow.pipeline import save_pipeline
+    from fashionflow.pose import save_keypoints
+    from fashionflow.testing import build_tiny_pipeline
+
+    pipe, cfg = build_tiny_pipeline(tmp_path / "pipe", load_config(TINY, ROUTED))
+    cfg.sample.num_inference_steps = 2
+    checkpoint = save_pipeline(pipe, tmp_path / "routed", cfg)
+    for name in ("front", "back"):
+        Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(tmp_path / f"{name}.png")
+    save_keypoints(tmp_path / "back.npy", motion_keypoints("turn", 4)[2:3])
+    sys.path.insert(0, str(ROOT))
+    import inference
+
+    common = ["--checkpoint", str(checkpoint), "--image", str(tmp_path / "front.png"), "--motion", "turn",
+              "--no-align", "--frames", "4", "--reference", str(tmp_path / "back.png"), "--device", "cpu"]
+    capsys.readouterr()
+    assert inference.main(common + ["--output-dir", str(tmp_path / "given"), "--reference-pose",
+                                    str(tmp_path / "back.npy")]) == 0
+    assert "no person found" not in capsys.readouterr().out  # the given pose is used, nothing is searched
+    assert inference.main(common + ["--output-dir", str(tmp_path / "found")]) == 0
+    assert "reference image 0 of input 0: no person found" in capsys.readouterr().out  # a flat grey image
+    assert (tmp_path / "given" / "front_0.mp4").is_file() and (tmp_path / "found" / "front_0.mp4").is_file()
+    with pytest.raises(SystemExit):
+        inference.main(common + ["--reference-pose", str(tmp_path / "back.npy"), str(tmp_path / "back.npy")])
+    assert "one keypoint file per --reference image: 2 for 1" in capsys.readouterr().err
+    assert inference.main(common + ["--reference-pose", str(tmp_path / "missing.npy")]) == 2
+    assert "error: reference poses:" in capsys.readouterr().err
