@@ -12,6 +12,8 @@ Recorded at every reference attention (every level, every sampling step, all hea
 of each video token's attention on the back view's tokens, averaged per frame. Reported: the
 mean share of back-facing and of front-facing frames. A learned weighting shows as a higher
 share on back-facing frames; 0.5 on both is no weighting (the two views' values averaged).
+A model with `model.reference_pose_routing` (or `--pose-routing S`, switching it on for this
+run) routes by the poses instead; the references' poses are the clip's keypoints of those frames.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class ShareRecorder:
         self.shares: list[torch.Tensor] = []  # one [l] per call, mean over heads: the last batch item,
         # the conditional branch when the sampler guides (`Guidance.branches` puts it last)
         self.attend = reference_module.attend
+        self.attend_per_frame = reference_module.attend_per_frame
 
     def __call__(self, q, k, v, bias=None):
         logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # b heads l s
@@ -49,6 +52,17 @@ class ShareRecorder:
         half = k.shape[2] // 2
         self.shares.append(logits.softmax(-1)[..., half:].sum(-1).mean(1)[-1].float())
         return self.attend(q, k, v, bias)
+
+    def per_frame_call(self, q, k, v, frame_bias, frames):
+        """Stands in for `attend_per_frame` (pose routing): the same share, with each frame's logits."""
+        if frame_bias.shape[1] != frames:
+            frame_bias = torch.nn.functional.adaptive_avg_pool1d(frame_bias.transpose(1, 2), frames).transpose(1, 2)
+        b, heads, length, _ = q.shape
+        logits = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).reshape(b, heads, frames, length // frames, -1)
+        logits = logits + frame_bias[:, None, :, None, :]
+        half = k.shape[2] // 2
+        self.shares.append(logits.softmax(-1)[..., half:].sum(-1).mean(1)[-1].reshape(-1).float())
+        return self.attend_per_frame(q, k, v, frame_bias, frames)
 
     def per_frame(self, frames: int) -> np.ndarray:
         """Mean share per frame [frames] over every recorded call (levels x steps)."""
@@ -69,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=6, help="turning clips to use")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pose-routing", type=float,
+                        help="switch model.reference_pose_routing to this sharpness for the run (0 = off)")
     parser.add_argument("--output", help="write the result as JSON here")
     args = parser.parse_args(argv)
     pipe, _, num_frames, steps, init_strength = load_for_evaluation(
@@ -78,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.checkpoint} takes no reference images", file=sys.stderr)
         return 1
     drive = pipe.unet.pose_guider is not None
+    if args.pose_routing is not None:
+        if not drive:
+            print(f"error: {args.checkpoint} has no pose guider: nothing to route by", file=sys.stderr)
+            return 1
+        pipe.unet.register_to_config(reference_pose_routing=args.pose_routing)
     height, width = pipe.image_size
     rows = []
     for index, (entry, clip, yaw) in enumerate(ev.turning_clips(Path(args.dataset), args.limit, num_frames,
@@ -87,11 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         if front_index is None:
             continue
         recorder = ShareRecorder()
-        with mock.patch.object(reference_module, "attend", recorder):
+        with mock.patch.object(reference_module, "attend", recorder), \
+                mock.patch.object(reference_module, "attend_per_frame", recorder.per_frame_call):
             pipe(clip.frames[0], num_frames=len(yaw), num_inference_steps=steps, output_type="np",
                  generator=[torch.Generator().manual_seed(args.seed + index)], init_strength=init_strength,
                  reference_images=[[clip.frames[front_index], clip.frames[back_index]]],
-                 poses=clip.keypoints if drive else None, align=False)
+                 poses=clip.keypoints if drive else None, align=False,
+                 reference_keypoints=[[clip.keypoints[front_index], clip.keypoints[back_index]]] if drive else None)
         share = recorder.per_frame(len(yaw))
         back, front = ev.facing(yaw)
         rows.append({"clip": entry["file"], "front_view": front_index, "back_view": back_index,
@@ -102,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("error: no held-out turning clip with a front-facing frame to use as the front view", file=sys.stderr)
         return 1
-    result = {"checkpoint": args.checkpoint, "clips": len(rows), "pose_driven": drive, "per_clip": rows,
+    result = {"checkpoint": args.checkpoint, "clips": len(rows), "pose_driven": drive,
+              "pose_routing": pipe.unet.config.get("reference_pose_routing", 0.0), "per_clip": rows,
               **{key: float(np.mean([r[key] for r in rows])) for key in ("back_facing_frames", "front_facing_frames")}}
     print(f"mean share on the back view: back-facing frames {result['back_facing_frames']:.3f}, "
           f"front-facing frames {result['front_facing_frames']:.3f} (0.5 on both: no per-frame weighting)")

@@ -83,3 +83,17 @@ def test_reference_view_share_recorder_measures_the_attention_on_the_second_view
     recorder(q, k, v, bias)
     assert np.allclose(recorder.shares[0].numpy(), 0.5) and np.allclose(recorder.shares[1].numpy(), 1.0)
     assert np.allclose(recorder.per_frame(3), 0.75)  # two calls averaged, per frame
+
+
+def test_reference_view_share_recorder_reads_per_frame_routing():
+    from benchmarks.reference_view_share import ShareRecorder
+    from fashionflow.models.attention import attend_per_frame
+
+    recorder = ShareRecorder()
+    q = torch.zeros(1, 2, 6, 4)  # 3 frames x 2 tokens, uniform attention but for the logits
+    k, v = torch.randn(1, 2, 10, 4), torch.randn(1, 2, 10, 4)
+    frame_bias = torch.zeros(1, 3, 10)
+    frame_bias[0, 0, 5:] = float("-inf")  # frame 0: the first view only; frame 2: the second only
+    frame_bias[0, 2, :5] = float("-inf")
+    assert torch.allclose(recorder.per_frame_call(q, k, v, frame_bias, 3), attend_per_frame(q, k, v, frame_bias, 3))
+    assert np.allclose(recorder.per_frame(3), [0.0, 0.5, 1.0])

@@ -408,3 +408,5 @@ def test_evaluate_references_command(ref_pipeline, tmp_path, monkeypatch, capsys
     assert "front + back view" in capsys.readouterr().out
     assert ev.main([*args, "--drive-with-poses"]) == 1  # this model has no pose guider
     assert "--drive-with-poses" in capsys.readouterr().err
+    assert ev.main([*args, "--pose-routing", "30"]) == 1  # nor poses to route by
+    assert "--pose-routing has nothing to route by" in capsys.readouterr().err

@@ -10,7 +10,9 @@ is nearest 180 degrees (a frame of the test video, as ProFashion's references co
 test videos). The model makes two videos with the same seed: front alone
 (`reference_images=None`) and front + back view; with `--drive-with-poses` both are driven by
 the clip's own keypoints (ProFashion's pose-driven protocol, for a model with a pose guider), so
-each frame faces the way the truth's does and only the back view differs between the two.
+each frame faces the way the truth's does and only the back view differs between the two (the
+back view's pose is the clip's keypoints of that frame, for a model with
+`model.reference_pose_routing`; `--pose-routing S` switches the routing on for the run).
 Against the ground truth, per frame:
 - garment colour error: how far the colours of the garment pixels (the truth's garment mask)
   are from the truth's, as a distribution: the 1-D Wasserstein distance per RGB channel (mean
@@ -213,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drive-with-poses", action="store_true",
                         help="drive both videos with the clip's own keypoints (ProFashion's pose-driven protocol: "
                              "every frame faces the way the truth's does)")
+    parser.add_argument("--pose-routing", type=float,
+                        help="switch model.reference_pose_routing to this sharpness for the run (it has no weights, "
+                             "so a model trained without it can be measured with it; 0 = off)")
     args = parser.parse_args(argv)
     pipe, _, num_frames, steps, init_strength = load_for_evaluation(args)
     if pipe.unet.references is None:
@@ -222,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.checkpoint} takes no poses (model.pose_guider off); drop --drive-with-poses",
               file=sys.stderr)
         return 1
+    if args.pose_routing is not None:
+        if pipe.unet.pose_guider is None:
+            print(f"error: {args.checkpoint} takes no poses, so --pose-routing has nothing to route by", file=sys.stderr)
+            return 1
+        pipe.unet.register_to_config(reference_pose_routing=args.pose_routing)
     lpips = lpips_from_args(args)
     dataset = Path(args.dataset)
     height, width = pipe.image_size
@@ -235,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     videos = result.pop("videos")
     result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
                   init_strength=init_strength, sampler=type(pipe.scheduler).__name__,
-                  reference_guidance=args.reference_guidance, drive_with_poses=args.drive_with_poses)
+                  reference_guidance=args.reference_guidance, drive_with_poses=args.drive_with_poses,
+                  pose_routing=pipe.unet.config.get("reference_pose_routing", 0.0))
     print(markdown_table(result))
     print(json.dumps(result["verdict"]))
     save_results(args, result, lambda: frame_strip(*videos[0]))

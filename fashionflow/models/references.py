@@ -22,6 +22,15 @@ fresh module adds exactly zero and a model initialised from a single-image check
 checkpoint at step 0 (ControlNet's zero convolution, Animate Anyone's pose guider). R = 0, or
 a batch item whose references are all masked, skips the module: exactly the base model.
 
+With poses (`model.reference_pose_routing` = S > 0, pose-driven videos), the weighting need not
+be learned: the U-Net adds to each frame's logits -S x the distance between the frame's driving
+pose and each reference's pose (pose/similarity.py), here among the references, and in the image
+cross-attention of every level, whose context becomes the image's tokens plus every reference's
+(models/unet.py `_pose_routing`): a back-facing frame then reads the back view's tokens where it
+read the front image's (ProFashion's per-frame global prototype, its Eq. 9). Measured on the
+demo, the learned weighting stayed flat (0.50 of the attention on the back view for back- and
+front-facing frames alike); the routed one is 0.999 / 0.000 (benchmarks/reference_view_share.py).
+
 Why not token concatenation (appending the references' tokens to the main context of the
 existing cross-attention, ProFashion's "concatenating references" baseline)? The softmax then
 spreads over 50 + R * 50 keys, so the main image's share shrinks as R grows and the model at

@@ -28,6 +28,7 @@ _EXPORTS = {
                   "check_keypoints", "resample_keypoints"),
     "motions": ("MOTION_ASPECT", "MOTIONS", "motion_keypoints"),
     "render": ("overlay", "pose_tensor", "render_pose", "render_poses"),
+    "similarity": ("pose_distance", "pose_routing_bias"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)
