@@ -233,7 +233,8 @@ class Guidance:
 
 
 def first_frame_start(scheduler: SchedulerMixin, image_latent: torch.Tensor, noise: torch.Tensor,
-                      init_strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+                      init_strength: float, start_latents: Optional[torch.Tensor] = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The timesteps to run and the latents to start from, after `scheduler.set_timesteps`.
 
     image_latent [b, c, h, w], noise [b, c, f, h, w] -> (timesteps [k], latents [b, c, f, h, w]).
@@ -245,6 +246,8 @@ def first_frame_start(scheduler: SchedulerMixin, image_latent: torch.Tensor, noi
     latent, so the colours of frames 1.. come from the U-Net's guess at the first steps; a
     later start (the demo: s = 0.7 of 50 DDPM steps, t = 680) keeps frame 0's colours and
     layout in every frame and leaves the motion to the model (docs/differences.md).
+    start_latents [b, c, f, h, w]: each frame's own clean start instead of frame 0 repeated
+    (pose-routed references: the view each frame is posed like; `FashionFlowPipeline`).
     """
     if not 0.0 < init_strength <= 1.0:
         raise ValueError(f"init_strength={init_strength} must be in (0, 1]")
@@ -256,7 +259,7 @@ def first_frame_start(scheduler: SchedulerMixin, image_latent: torch.Tensor, noi
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin)
     timesteps = scheduler.timesteps[begin:]
-    static = image_latent.unsqueeze(2).expand_as(noise)  # b c h w -> b c f h w
+    static = image_latent.unsqueeze(2).expand_as(noise) if start_latents is None else start_latents.to(noise.dtype)
     return timesteps, scheduler.add_noise(static, noise, timesteps[:1].expand(len(noise)))
 
 
@@ -268,7 +271,8 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
                          progress: Callable[[Iterable], Iterable] = lambda steps: steps,
                          init_strength: float = 1.0, conditions: Optional[dict] = None,
                          local_conditioning: bool = True, pose_guidance_scale: float = 1.0,
-                         reference_guidance_scale: float = 1.0) -> torch.Tensor:
+                         reference_guidance_scale: float = 1.0,
+                         start_latents: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Denoise a video from pure noise, frame 0 held at the image latent (FASHIONFLOW.md, "Sampling").
 
     context [b, n, C] (adapter output), image_latent [b, c, h, w] -> latents [b, c, f, h, w] (fp32).
@@ -277,7 +281,8 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
     Guidance: eps = eps_null + s (eps_cond - eps_null), with the all-zeros null context; s = 1 skips it;
     `pose_guidance_scale` / `reference_guidance_scale` add guidance against the same inputs
     without the poses / references (`Guidance`).
-    `init_strength` 1.0 starts from pure noise (released); below 1, see `first_frame_start`.
+    `init_strength` 1.0 starts from pure noise (released); below 1, see `first_frame_start`
+    (`start_latents` [b, c, f, h, w]: each frame's clean start there; None = frame 0 repeated).
     `conditions`: optional U-Net keyword inputs (references [b, r, n, C], reference_mask [b, r], pose [b, 3, f, H, W],
     pose_mask [b]).
     `local_conditioning=False` (paper Table 2 ablation): frame 0 is generated like the others.
@@ -288,7 +293,7 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
     image_latent = image_latent.float()
     noise = randn_tensor((b, c, num_frames, h, w), generator=generator, device=device, dtype=torch.float32)
     scheduler.set_timesteps(num_inference_steps, device=device)
-    timesteps, latents = first_frame_start(scheduler, image_latent, noise, init_strength)
+    timesteps, latents = first_frame_start(scheduler, image_latent, noise, init_strength, start_latents)
     latents = hold_first_frame(latents, image_latent)
 
     guidance = Guidance(guidance_scale, pose_guidance_scale, reference_guidance_scale)
@@ -296,7 +301,8 @@ def sample_video_latents(unet: torch.nn.Module, scheduler: SchedulerMixin, conte
     names, unet_context, conditions = guidance.branches(context, conditions)
     weights_dtype = getattr(unet, "dtype", torch.float32)  # a U-Net cast to bf16/fp16 takes inputs of its dtype
     unet_context = unet_context.to(weights_dtype)
-    conditions = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in conditions.items()}
+    conditions = {k: v.to(weights_dtype) if v.is_floating_point() and not k.endswith("keypoints") else v
+                  for k, v in conditions.items()}  # keypoints stay fp32: pose distances need the precision
     for t in progress(timesteps):
         model_input = scheduler.scale_model_input(latents, t)
         if len(names) > 1:

@@ -190,7 +190,8 @@ class FashionFlowPipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_references(self, reference_images: Optional[Sequence], batch: int) -> dict:
         """One list of reference images per video (or None) -> {references [b, r, 50, C], reference_mask
-        [b, r]} for the U-Net (r = the longest list; shorter lists masked), or {} when there are none.
+        [b, r]} for the U-Net (r = the longest list; shorter lists masked) and reference_latents
+        [b, r, c, h, w] (their scaled mean latents), or {} when there are none.
 
         Each reference goes through the VAE (its mean latent: no random draw, so the videos' noise
         is the same with or without references), CLIP and the same adapter as the main image, in
@@ -214,7 +215,9 @@ class FashionFlowPipeline(DiffusionPipeline):
         tokens = self.adapter(hidden.to(self.adapter.dtype), mean.float().to(self.adapter.dtype))
         per_item = list(torch.split(tokens, [len(item) for item in lists]))
         references, mask = pad_references([t if len(t) else None for t in per_item], tuple(tokens.shape[1:]))
-        return {"references": references, "reference_mask": mask}
+        latents, _ = pad_references([m if len(m) else None for m in torch.split(mean.float(), [len(item) for item in lists])],
+                                    tuple(mean.shape[1:]))
+        return {"references": references, "reference_mask": mask, "reference_latents": latents}
 
     def routing_keypoints(self, reference_images: Optional[Sequence], reference_keypoints: Optional[Sequence],
                           used_poses: list, conditions: dict) -> dict:
@@ -249,6 +252,23 @@ class FashionFlowPipeline(DiffusionPipeline):
         return {"pose_keypoints": torch.from_numpy(frames).to(device),
                 "reference_keypoints": torch.from_numpy(poses).to(device)}
 
+    def routed_start(self, first_frame: torch.Tensor, reference_latents: Optional[torch.Tensor], conditions: dict
+                     ) -> Optional[torch.Tensor]:
+        """Each frame's clean start for init_strength < 1 with pose routing: the latents of the
+        views (the image, the references) weighted as the frame's routing weighs them, so a
+        back-facing frame starts from the back view where it would start from the front image
+        ([b, c, f, h, w]); None without routing inputs (frame 0 repeated, as released)."""
+        if reference_latents is None or "pose_keypoints" not in conditions:
+            return None
+        from fashionflow.pose.similarity import view_logits
+
+        mask = conditions["reference_mask"]
+        posed = conditions.get("pose_mask", torch.ones(len(mask), dtype=torch.bool, device=mask.device))
+        weights = view_logits(conditions["pose_keypoints"], conditions["reference_keypoints"], mask, posed,
+                              self.unet.config.reference_pose_routing).softmax(-1)  # b f (1 + r)
+        views = torch.cat((first_frame.float()[:, None], reference_latents.to(first_frame.device)), dim=1)
+        return torch.einsum("bfv,bvchw->bcfhw", weights.float(), views)
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, decode_chunk_size: int = 8, precision: Precision = "auto") -> torch.Tensor:
         """[b, c, f, h, w] -> float [b, f, 3, H, W] in [0, 1]."""
@@ -280,7 +300,8 @@ class FashionFlowPipeline(DiffusionPipeline):
                  precision: Precision = "auto", return_dict: bool = True, init_strength: float = 1.0,
                  reference_images: Optional[Sequence] = None, poses=None, align: bool = True,
                  pose_aspect: Optional[float] = None, pose_guidance_scale: float = 1.0,
-                 reference_guidance_scale: float = 1.0, reference_keypoints: Optional[Sequence] = None):
+                 reference_guidance_scale: float = 1.0, reference_keypoints: Optional[Sequence] = None,
+                 routed_init: bool = True):
         """Generate one video per input image.
 
         num_inference_steps: None = the scheduler's default (1000 for DDPM, 25 for DDIM/DPM).
@@ -302,7 +323,8 @@ class FashionFlowPipeline(DiffusionPipeline):
         the poses' frame count (rounded up to the temporal multiple, resampled), else 70.
         reference_keypoints: for a model with model.reference_pose_routing, driven by poses, with
         references: one list per image of each reference's pose [18, 3] (None, or a None entry:
-        found with MediaPipe); each frame then draws on the references posed like it.
+        found with MediaPipe); each frame then draws on the references posed like it, and with
+        init_strength < 1 and `routed_init` starts from them too (`routed_start`).
         """
         images01 = self.prepare_images(image)
         b = len(images01)
@@ -319,10 +341,13 @@ class FashionFlowPipeline(DiffusionPipeline):
 
         first_frame, context = self.encode_image(images01, generator)
         conditions = self.encode_references(reference_images, b)
+        reference_latents = conditions.pop("reference_latents", None)
         pose_conditions, used_poses, reference_poses = self.pose_inputs(poses, images01, num_frames, align,
                                                                         pose_aspect)
         conditions = {**conditions, **pose_conditions}
         conditions.update(self.routing_keypoints(reference_images, reference_keypoints, used_poses, conditions))
+        start = (self.routed_start(first_frame, reference_latents, conditions)
+                 if routed_init and init_strength < 1 else None)
         with tf32(tf32_for(precision)):
             latents = sample_video_latents(self.unet, self.scheduler, context, first_frame, num_frames, steps,
                                            guidance_scale=guidance_scale, generator=generator,
@@ -330,7 +355,8 @@ class FashionFlowPipeline(DiffusionPipeline):
                                            progress=self.progress_bar, init_strength=init_strength,
                                            conditions=conditions, local_conditioning=self.config.local_conditioning,
                                            pose_guidance_scale=pose_guidance_scale,
-                                           reference_guidance_scale=reference_guidance_scale)
+                                           reference_guidance_scale=reference_guidance_scale,
+                                           start_latents=start)
         if output_type == "latent":
             frames = latents
         else:

@@ -108,11 +108,11 @@ def routed_inputs(cfg, reference_pose):
 
 
 def far_pose(keypoints: torch.Tensor) -> torch.Tensor:
-    """keypoints [18, 3] with every left and right joint swapped (the body seen from the other side)."""
+    """keypoints [18, 3] with every left and right label swapped: the joints where they were, the body
+    seen from the other side (its right now on the right of the image)."""
     swapped = keypoints.clone()
     for name in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle", "eye", "ear"):
         swapped[[JOINT[f"right_{name}"], JOINT[f"left_{name}"]]] = keypoints[[JOINT[f"left_{name}"], JOINT[f"right_{name}"]]]
-    swapped[..., 0] = 1 - swapped[..., 0]  # and mirrored: the joints stay where they were, their labels swap
     return swapped
 
 
@@ -304,3 +304,46 @@ def test_inference_cli_reference_poses(tmp_path, capsys):
     assert "one keypoint file per --reference image: 2 for 1" in capsys.readouterr().err
     assert inference.main(common + ["--reference-pose", str(tmp_path / "missing.npy")]) == 2
     assert "error: reference poses:" in capsys.readouterr().err
+
+
+def test_bundling_takes_the_routing_from_the_preset(tmp_path):
+    from fashionflow.config import save_config
+    from fashionflow.demo.bundle import bundle_pipeline
+    from fashionflow.pipeline import load_pipeline, save_pipeline
+    from fashionflow.testing import build_tiny_pipeline
+
+    pipe, cfg = build_tiny_pipeline(tmp_path / "pipe", load_config(TINY, ROUTED[:2]))  # trained without routing
+    run = save_pipeline(pipe, tmp_path / "run", cfg)
+    preset = load_config(TINY, [*ROUTED[:2], "model.reference_pose_routing=12", "sample.num_frames=4"])
+    save_config(preset, tmp_path / "preset.yaml")
+    bundle_pipeline(run, tmp_path / "bundle", max_mb=50, preset=tmp_path / "preset.yaml")
+    bundled, bundled_cfg = load_pipeline(tmp_path / "bundle")
+    assert bundled.unet.config.reference_pose_routing == 12 == bundled_cfg.model.reference_pose_routing
+    assert bundled_cfg.sample.num_frames == 4
+    weights = lambda p: p.unet.state_dict()  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(weights(pipe).values(), weights(bundled).values()))
+
+
+def test_routed_start_begins_each_frame_from_the_view_it_is_posed_like(tmp_path):
+    from fashionflow.diffusion import first_frame_start, make_scheduler
+    from fashionflow.testing import build_tiny_pipeline
+
+    pipe, cfg = build_tiny_pipeline(tmp_path, load_config(TINY, ROUTED))
+    front = torch.from_numpy(motion_keypoints("turn", 4))[0]
+    back = far_pose(front)
+    g = torch.Generator().manual_seed(0)
+    image_latent, back_latent = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 1, 4, 16, 16, generator=g)
+    conditions = {"reference_mask": torch.tensor([[True]]), "pose_mask": torch.tensor([True]),
+                  "pose_keypoints": torch.stack([front, front, back, back])[None], "reference_keypoints": back[None, None]}
+    start = pipe.routed_start(image_latent, back_latent, conditions)  # b c f h w
+    for frame, view in ((0, image_latent[0]), (1, image_latent[0]), (2, back_latent[0, 0]), (3, back_latent[0, 0])):
+        torch.testing.assert_close(start[0, :, frame], view, atol=1e-4, rtol=0)
+    unposed = pipe.routed_start(image_latent, back_latent, {**conditions, "pose_mask": torch.tensor([False])})
+    torch.testing.assert_close(unposed, image_latent[:, :, None].expand_as(unposed))  # pose dropped: frame 0 repeated
+    assert pipe.routed_start(image_latent, None, conditions) is None
+    # the sampler noises these starts where it would noise frame 0 repeated
+    scheduler = make_scheduler(cfg.diffusion)
+    scheduler.set_timesteps(10)
+    noise = torch.randn(start.shape, generator=g)
+    timesteps, latents = first_frame_start(scheduler, image_latent, noise, 0.5, start)
+    torch.testing.assert_close(latents, scheduler.add_noise(start, noise, timesteps[:1]))

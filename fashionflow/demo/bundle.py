@@ -26,8 +26,9 @@ def folder_megabytes(folder: Path) -> float:
 def bundle_pipeline(run_checkpoint: Path, output: Path, max_mb: float, preset: Path | None = None) -> float:
     """Load the checkpoint's pipeline and save it (safetensors + config.yaml) to `output`; returns MB.
 
-    `preset`: take the `sample` section (sampler, steps, frames, fps) from this config file
-    instead of the run's; sampling settings chosen after training do not touch the weights.
+    `preset`: take the `sample` section (sampler, steps, frames, fps) and
+    `model.reference_pose_routing` from this config file instead of the run's: settings chosen
+    after training that do not touch the weights (the routing has none).
     """
     from fashionflow.config import load_config
     from fashionflow.diffusion import switch_sampler
@@ -35,7 +36,11 @@ def bundle_pipeline(run_checkpoint: Path, output: Path, max_mb: float, preset: P
 
     pipe, cfg = load_pipeline(run_checkpoint)
     if preset is not None:
-        cfg.sample = load_config(preset).sample
+        chosen = load_config(preset)
+        cfg.sample = chosen.sample
+        if pipe.unet.references is not None and pipe.unet.pose_guider is not None:
+            cfg.model.reference_pose_routing = chosen.model.reference_pose_routing
+            pipe.unet.register_to_config(reference_pose_routing=chosen.model.reference_pose_routing)
         pipe.scheduler = switch_sampler(pipe.scheduler, cfg.sample.sampler, cfg.diffusion.timestep_spacing)
     save_pipeline(pipe, output, cfg)
     size = folder_megabytes(output)

@@ -138,7 +138,8 @@ def turning_clips(dataset: Path, limit: int | None, num_frames: int, height: int
 
 
 def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lpips=None, log=print,
-             through_vae=None, reference_guidance: float = 1.0, drive_with_poses: bool = False) -> dict:
+             through_vae=None, reference_guidance: float = 1.0, drive_with_poses: bool = False,
+             routed_init: bool = True) -> dict:
     """Both conditions on every clip (same seed); per-condition means and the strips' videos.
     `through_vae(frames)`: the truth through the pipeline's VAE, scored as a third row (None: skipped).
     `reference_guidance`: the front + back videos' reference guidance scale (`fashionflow.diffusion.Guidance`).
@@ -156,7 +157,8 @@ def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lp
                               poses=poses, align=False,
                               reference_keypoints=[[clip.keypoints[back_index]]] if references and poses is not None
                               else None,
-                              reference_guidance_scale=reference_guidance if references else 1.0).frames[0]
+                              reference_guidance_scale=reference_guidance if references else 1.0,
+                              routed_init=routed_init).frames[0]
             rows[name].append(clip_scores(made[name], truth, clip.garment_mask, yaw, back_index, lpips))
         if through_vae is not None:
             rows["truth_through_vae"].append(clip_scores(through_vae(truth), truth, clip.garment_mask, yaw,
@@ -215,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drive-with-poses", action="store_true",
                         help="drive both videos with the clip's own keypoints (ProFashion's pose-driven protocol: "
                              "every frame faces the way the truth's does)")
+    parser.add_argument("--no-routed-init", action="store_true",
+                        help="with pose routing: start every frame from frame 0 (as without references), not from "
+                             "the view it is posed like")
     parser.add_argument("--pose-routing", type=float,
                         help="switch model.reference_pose_routing to this sharpness for the run (it has no weights, "
                              "so a model trained without it can be measured with it; 0 = off)")
@@ -238,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate(pipe, turning_clips(dataset, args.limit, num_frames, height, width), steps, args.seed,
                           init_strength, lpips, through_vae=lambda frames: vae_roundtrip(pipe, frames),
-                          reference_guidance=args.reference_guidance, drive_with_poses=args.drive_with_poses)
+                          reference_guidance=args.reference_guidance, drive_with_poses=args.drive_with_poses,
+                          routed_init=not args.no_routed_init)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -246,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
                   init_strength=init_strength, sampler=type(pipe.scheduler).__name__,
                   reference_guidance=args.reference_guidance, drive_with_poses=args.drive_with_poses,
-                  pose_routing=pipe.unet.config.get("reference_pose_routing", 0.0))
+                  pose_routing=pipe.unet.config.get("reference_pose_routing", 0.0), routed_init=not args.no_routed_init)
     print(markdown_table(result))
     print(json.dumps(result["verdict"]))
     save_results(args, result, lambda: frame_strip(*videos[0]))

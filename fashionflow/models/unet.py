@@ -32,8 +32,7 @@ from fashionflow.models.attention import ImageCrossAttention, SpatioTemporalAtte
 from fashionflow.models.layers import Downsample, PseudoConv3d, ResnetBlock, SinusoidalTimestepEmbedding, Upsample
 from fashionflow.models.pose_guider import PoseGuider
 from fashionflow.models.references import ReferenceConditioning
-from fashionflow.pose.keypoints import CONFIDENCE_THRESHOLD
-from fashionflow.pose.similarity import pose_routing_bias
+from fashionflow.pose.similarity import pose_routing_bias, view_logits
 
 
 class DownLevel(nn.Module):
@@ -198,11 +197,8 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         posed = torch.ones(b, dtype=torch.bool, device=mask.device) if pose_mask is None else pose_mask.bool()
         reference_logits = pose_routing_bias(pose_keypoints, reference_keypoints, sharpness)  # b f r
         reference_logits = reference_logits * posed.to(reference_logits.dtype)[:, None, None]
-        candidates = torch.cat((pose_keypoints[:, :1], reference_keypoints), dim=1)  # b (1 + r) 18 3
-        logits = pose_routing_bias(pose_keypoints, candidates, sharpness)  # b f (1 + r)
-        known = (reference_keypoints[..., 2] >= CONFIDENCE_THRESHOLD).any(-1)  # b r
-        usable = torch.cat((torch.ones_like(mask[:, :1]), mask & known & posed[:, None]), dim=1)  # b (1 + r)
-        logits = logits.masked_fill(~usable[:, None], float("-inf")).repeat_interleave(context.shape[1], dim=2)
+        logits = view_logits(pose_keypoints, reference_keypoints, mask, posed, sharpness)  # b f (1 + r)
+        logits = logits.repeat_interleave(context.shape[1], dim=2)
         routed = torch.cat((context, rearrange(references, "b r n d -> b (r n) d").to(context.dtype)), dim=1)
         return reference_logits, routed, logits
 

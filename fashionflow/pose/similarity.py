@@ -71,3 +71,17 @@ def pose_routing_bias(frames: torch.Tensor, references: torch.Tensor, sharpness:
     mean_known = torch.where(known, bias, torch.zeros_like(bias)).sum(-1, keepdim=True) / known.sum(
         -1, keepdim=True).clamp(min=1)
     return torch.where(known, bias, mean_known.expand_as(bias))
+
+
+def view_logits(frames: torch.Tensor, references: torch.Tensor, reference_mask: torch.Tensor,
+                posed: torch.Tensor, sharpness: float) -> torch.Tensor:
+    """Per frame, logits over the views a video has: the input image (posed as frame 0) and each
+    reference. frames [b, f, 18, 3] (driving keypoints; frame 0 = the image's pose), references
+    [b, r, 18, 3], reference_mask bool [b, r], posed bool [b] (False: the video's pose is
+    dropped) -> [b, f, 1 + r]. A masked reference, one of unknown pose, and every reference of an
+    unposed video get -inf, so such frames see the image alone, as without references."""
+    candidates = torch.cat((frames[:, :1], references), dim=1)  # b (1 + r) 18 3
+    logits = pose_routing_bias(frames, candidates, sharpness)
+    known = (references[..., 2] >= CONFIDENCE_THRESHOLD).any(-1)  # b r
+    usable = torch.cat((torch.ones_like(reference_mask[:, :1]), reference_mask & known & posed[:, None]), dim=1)
+    return logits.masked_fill(~usable[:, None], float("-inf"))
