@@ -225,7 +225,7 @@ class FashionFlowPipeline(DiffusionPipeline):
         [b, r, 18, 3]} for a model with `reference_pose_routing` > 0 driven by poses with
         references, else {}. reference_keypoints: one list per image of each reference's pose
         [18, 3] (x, y in [0, 1] of that reference image; None = find it with MediaPipe, as the
-        input image's pose is found); a reference with no person found routes neutrally."""
+        input image's pose is found); no frame is routed to a reference with no person found."""
         if not self.unet.config.reference_pose_routing or "references" not in conditions or "pose" not in conditions:
             return {}
         lists = [list(item) if item is not None else [] for item in reference_images]
@@ -243,7 +243,7 @@ class FashionFlowPipeline(DiffusionPipeline):
                 uint8 = (self.prepare_images(image)[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
                 found = reference_pose(uint8)
                 if found is None:
-                    print(f"reference image {j} of input {i}: no person found; it is routed like every other view")
+                    print(f"reference image {j} of input {i}: no person found, so no frame is routed to it")
                 else:
                     poses[i, j] = found
         frames = np.stack([p if p is not None else np.zeros((conditions["pose"].shape[2], 18, 3), np.float32)

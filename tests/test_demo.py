@@ -100,6 +100,8 @@ def test_bundle_is_small_complete_and_matches_the_preset():
     bundled, preset = load_config(DEMO / "config.yaml"), load_config(ROOT / "configs" / "demo.yaml")
     for section in ("model", "diffusion", "data", "sample"):
         assert config_to_dict(bundled)[section] == config_to_dict(preset)[section]
+    unet_config = json.loads((DEMO / "unet" / "config.json").read_text())  # what the pipeline builds from
+    assert unet_config["reference_pose_routing"] == preset.model.reference_pose_routing > 0
     images = sorted(DEMO_IMAGES.glob("*.png"))
     assert images and all(p.stat().st_size > 0 for p in images)
 

@@ -153,24 +153,40 @@ def test_routing_off_or_pose_dropped_is_the_unrouted_model(routed_unet):
 
 
 @torch.no_grad()
-def test_a_reference_posed_unlike_every_frame_is_left_out_of_the_image_context():
-    """Fresh reference attention (zero): only the routed image context can act. A reference of no
-    frame's pose gets a -inf-like logit, so the model is the base model; one posed like the frames
-    enters their context and changes the video."""
-    cfg = load_config(TINY, ROUTED)
-    torch.manual_seed(0)
-    unet, _ = build_models(cfg.model)
-    unet.eval()
+def test_a_reference_posed_unlike_every_frame_is_left_out(routed_unet):
+    """A reference of no frame's pose gets a -inf-like logit in the image context and a gate of
+    about 0 on the reference attention (here trained: non-zero), so the video is the one made
+    without it; one posed like the frames enters and changes the video."""
+    cfg, unet = routed_unet
     keypoints = torch.from_numpy(motion_keypoints("turn", cfg.data.num_frames))
     unseen = keypoints[0].clone()
     unseen[:, :2] = torch.rand(18, 2, generator=torch.Generator().manual_seed(0))  # a scrambled pose
     inputs = routed_inputs(cfg, torch.stack([unseen, unseen]))
-    base = unet(**{k: v for k, v in inputs.items() if k not in ("references", "reference_keypoints")})
-    torch.testing.assert_close(unet(**inputs), base, atol=1e-5, rtol=1e-4)
+    without = unet(**{k: v for k, v in inputs.items() if k not in ("references", "reference_keypoints")})
+    torch.testing.assert_close(unet(**inputs), without, atol=1e-5, rtol=1e-4)
+    unrouted = unet(**{k: v for k, v in inputs.items() if not k.endswith("keypoints")})
+    assert not torch.allclose(unrouted, without, atol=1e-4)  # unrouted, the reference attention adds it
     like_frames = routed_inputs(cfg, keypoints[[3, 5]])
-    assert not torch.allclose(unet(**like_frames), base, atol=1e-4)
+    assert not torch.allclose(unet(**like_frames), without, atol=1e-4)
     with pytest.raises(ValueError, match=r"reference_keypoints must be \[b, r, 18, 3\]"):
         unet(**{**inputs, "reference_keypoints": inputs["reference_keypoints"][:, :1]})
+
+
+def test_reference_attention_gate_scales_each_frame():
+    from fashionflow.models.references import ReferenceAttention
+
+    layer = ReferenceAttention(16, 2, 8).eval()
+    torch.nn.init.normal_(layer.to_out.weight)
+    g = torch.Generator().manual_seed(0)
+    x, references = torch.randn(1, 16, 4, 3, 3, generator=g), torch.randn(1, 2, 5, 8, generator=g)
+    mask, routing = torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 4, 2)
+    with torch.no_grad():
+        full = layer(x, references, mask, routing)
+        gated = layer(x, references, mask, routing, torch.tensor([[0.0, 1.0, 0.5, 0.0]]))
+        halved = layer(x, references, mask, routing, torch.full((1, 2), 0.5))  # other frame counts are resampled
+    assert torch.equal(gated[:, :, [0, 3]], x[:, :, [0, 3]]) and torch.allclose(gated[:, :, 1], full[:, :, 1])
+    torch.testing.assert_close(gated[:, :, 2] - x[:, :, 2], 0.5 * (full[:, :, 2] - x[:, :, 2]))
+    torch.testing.assert_close(halved - x, 0.5 * (full - x))
 
 
 def test_config_needs_references_and_poses_for_routing():
@@ -266,7 +282,7 @@ def test_pipeline_routes_with_given_or_found_reference_poses(tmp_path, capsys):
     given = run(reference_keypoints=[[poses[2]]])
     assert given.shape == (1, 4, 128, 128, 3)
     found = run()  # no pose given: MediaPipe looks for one in the noise image, finds nobody, says so
-    assert "reference image 0 of input 0: no person found" in capsys.readouterr().out
+    assert "reference image 0 of input 0: no person found, so no frame is routed to it" in capsys.readouterr().out
     assert found.shape == given.shape
     with pytest.raises(ValueError, match="reference_keypoints\\[0\\] has 2 poses for 1 reference images"):
         run(reference_keypoints=[[poses[0], poses[1]]])
@@ -297,7 +313,7 @@ def test_inference_cli_reference_poses(tmp_path, capsys):
                                     str(tmp_path / "back.npy")]) == 0
     assert "no person found" not in capsys.readouterr().out  # the given pose is used, nothing is searched
     assert inference.main(common + ["--output-dir", str(tmp_path / "found")]) == 0
-    assert "reference image 0 of input 0: no person found" in capsys.readouterr().out  # a flat grey image
+    assert "reference image 0 of input 0: no person found, so no frame is routed to it" in capsys.readouterr().out  # a flat grey image
     assert (tmp_path / "given" / "front_0.mp4").is_file() and (tmp_path / "found" / "front_0.mp4").is_file()
     with pytest.raises(SystemExit):
         inference.main(common + ["--reference-pose", str(tmp_path / "back.npy"), str(tmp_path / "back.npy")])

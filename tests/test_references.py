@@ -372,7 +372,9 @@ def test_reference_evaluation_on_a_turning_clip():
     assert result["front_and_back"]["back_colour"] == 0 and result["front_only"]["back_colour"] > 5
     assert result["verdict"]["back_errors_30_percent_lower"] and result["verdict"]["front_no_worse"]
     assert "| back-facing frames: garment colour error (0-255) |" in ev.markdown_table(result)
-    strip = ev.frame_strip(*result["videos"][0])
+    *shown, scored = result["videos"][0]
+    assert scored  # back-facing frames were left to score: the clip the strip shows
+    strip = ev.frame_strip(*shown)
     assert strip.shape == (3 * 64, 10 * 64, 3)
     assert Stub.poses == [None, None]  # pose-free by default
     ev.evaluate(Stub(), [({"file": "turn.mp4"}, clip, yaw)], steps=2, seed=0, init_strength=1.0,

@@ -13,6 +13,7 @@ the clip's own keypoints (ProFashion's pose-driven protocol, for a model with a 
 each frame faces the way the truth's does and only the back view differs between the two (the
 back view's pose is the clip's keypoints of that frame, for a model with
 `model.reference_pose_routing`; `--pose-routing S` switches the routing on for the run).
+The strip (`--strip`) shows the first clip with back-facing frames left to score.
 Against the ground truth, per frame:
 - garment colour error: how far the colours of the garment pixels (the truth's garment mask)
   are from the truth's, as a distribution: the 1-D Wasserstein distance per RGB channel (mean
@@ -140,7 +141,8 @@ def turning_clips(dataset: Path, limit: int | None, num_frames: int, height: int
 def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lpips=None, log=print,
              through_vae=None, reference_guidance: float = 1.0, drive_with_poses: bool = False,
              routed_init: bool = True) -> dict:
-    """Both conditions on every clip (same seed); per-condition means and the strips' videos.
+    """Both conditions on every clip (same seed); per-condition means and, under "videos", per clip
+    (truth, front only, front + back, back view index, whether back-facing frames were scored).
     `through_vae(frames)`: the truth through the pipeline's VAE, scored as a third row (None: skipped).
     `reference_guidance`: the front + back videos' reference guidance scale (`fashionflow.diffusion.Guidance`).
     `drive_with_poses`: both videos driven by the clip's own keypoints (ProFashion's pose-driven protocol), so
@@ -163,7 +165,8 @@ def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lp
         if through_vae is not None:
             rows["truth_through_vae"].append(clip_scores(through_vae(truth), truth, clip.garment_mask, yaw,
                                                          back_index, lpips))
-        videos.append((truth, made["front_only"], made["front_and_back"], back_index))
+        videos.append((truth, made["front_only"], made["front_and_back"], back_index,
+                       not np.isnan(rows["front_only"][-1]["back_colour"])))
         log(f"{entry['file']}: back view frame {back_index} (yaw {yaw[back_index]:.0f}); back colour error "
             f"{rows['front_only'][-1]['back_colour']:.3f} alone, {rows['front_and_back'][-1]['back_colour']:.3f} "
             f"with the back view")
@@ -255,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                   pose_routing=pipe.unet.config.get("reference_pose_routing", 0.0), routed_init=not args.no_routed_init)
     print(markdown_table(result))
     print(json.dumps(result["verdict"]))
-    save_results(args, result, lambda: frame_strip(*videos[0]))
+    shown = next((video for video in videos if video[-1]), videos[0])  # the first clip with back frames scored
+    save_results(args, result, lambda: frame_strip(*shown[:-1]))
     return 0
 
 

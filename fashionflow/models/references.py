@@ -44,6 +44,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 from torch import nn
+from torch.nn import functional as F
 
 from fashionflow.models.attention import attend, attend_per_frame
 
@@ -64,12 +65,14 @@ class ReferenceAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, references: torch.Tensor, reference_mask: torch.Tensor,
-                routing: torch.Tensor | None = None) -> torch.Tensor:
+                routing: torch.Tensor | None = None, gate: torch.Tensor | None = None) -> torch.Tensor:
         """x [b, c, f, h, w], references [b, r, n, d], reference_mask bool [b, r] -> [b, c, f, h, w].
 
-        routing [b, f', r] (optional): logits added, per frame, to every key of each reference
-        (`model.reference_pose_routing`); f' frames are average-pooled to x's f at levels that
-        compressed time. A batch item with no real reference gets exactly x back.
+        routing [b, f', r] (optional): logits added, per frame, to every key of each reference;
+        gate [b, f'] (optional): each frame's output scaled by it (`model.reference_pose_routing`:
+        how much the frame draws on the references rather than on the image); f' frames are
+        average-pooled to x's f at levels that compressed time. A batch item with no real
+        reference gets exactly x back.
         """
         b, c, f, h, w = x.shape
         n = references.shape[2]
@@ -86,7 +89,11 @@ class ReferenceAttention(nn.Module):
             attended = attend_per_frame(q, k, v, bias[:, None] + routing.to(q.dtype).repeat_interleave(n, dim=2), f)
         delta = self.to_out(rearrange(attended, "b h l d -> b l (h d)"))
         delta = delta * has_any[:, None, None].to(delta.dtype)  # no references: exactly nothing added
-        return x + rearrange(delta, "b (f h w) c -> b c f h w", f=f, h=h)
+        delta = rearrange(delta, "b (f h w) c -> b c f h w", f=f, h=h)
+        if gate is not None:
+            gate = F.adaptive_avg_pool1d(gate[:, None].to(delta.dtype), f)[:, 0] if gate.shape[1] != f else gate
+            delta = delta * gate.to(delta.dtype)[:, None, :, None, None]
+        return x + delta
 
 
 class ReferenceConditioning(nn.Module):

@@ -173,9 +173,12 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
     def _pose_routing(self, refs, context, pose_keypoints, reference_keypoints, pose_mask, frames: int):
         """`reference_pose_routing` (ProFashion's pose-aware prototypes, Eqs. 8-9): per frame,
         the views posed like the frame are the ones it draws on. Returns None (routing off, no
-        references or no poses) or (reference logits [b, f, r] for the reference attentions,
-        routed context [b, n + r n, d] = the image's tokens then every reference's, and its
-        logits [b, f, n + r n] for the image cross-attentions).
+        references or no poses) or ((reference logits [b, f, r], gate [b, f]) for the reference
+        attentions, routed context [b, n + r n, d] = the image's tokens then every reference's,
+        and its logits [b, f, n + r n] for the image cross-attentions). The gate is the frame's
+        softmax weight on the references rather than the image (1 for a video whose pose is
+        dropped): a front-facing frame of a video with a back view takes nothing from the
+        reference attention, a back-facing one all it gives.
 
         The candidates are the input image, posed as frame 0 (its own pose in pose-driven
         videos), and the references. Logits = -sharpness x pose distance (pose/similarity.py);
@@ -198,9 +201,11 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         reference_logits = pose_routing_bias(pose_keypoints, reference_keypoints, sharpness)  # b f r
         reference_logits = reference_logits * posed.to(reference_logits.dtype)[:, None, None]
         logits = view_logits(pose_keypoints, reference_keypoints, mask, posed, sharpness)  # b f (1 + r)
+        on_references = 1 - logits.softmax(-1)[..., 0]  # b f: the frame's weight on the references, not the image
+        gate = torch.where(posed[:, None], on_references, torch.ones_like(on_references))
         logits = logits.repeat_interleave(context.shape[1], dim=2)
         routed = torch.cat((context, rearrange(references, "b r n d -> b (r n) d").to(context.dtype)), dim=1)
-        return reference_logits, routed, logits
+        return (reference_logits, gate), routed, logits
 
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor | float | int,
                 context: torch.Tensor, *, references: torch.Tensor | None = None,
@@ -228,8 +233,8 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         routing = self._pose_routing(refs, context, pose_keypoints, reference_keypoints, pose_mask, latents.shape[2])
         cross = (context,)
         if routing is not None:
-            reference_logits, routed_context, context_logits = routing
-            refs, cross = (*refs, reference_logits), (routed_context, context_logits)
+            (reference_logits, gate), routed_context, context_logits = routing
+            refs, cross = (*refs, reference_logits, gate), (routed_context, context_logits)
         timesteps = torch.as_tensor(timesteps, device=latents.device)
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(latents.shape[0])
