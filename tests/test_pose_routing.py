@@ -363,3 +363,23 @@ def test_routed_start_begins_each_frame_from_the_view_it_is_posed_like(tmp_path)
     noise = torch.randn(start.shape, generator=g)
     timesteps, latents = first_frame_start(scheduler, image_latent, noise, 0.5, start)
     torch.testing.assert_close(latents, scheduler.add_noise(start, noise, timesteps[:1]))
+
+
+def test_on_a_real_turn_mediapipe_poses_route_frames_to_the_view_dwpose_says_they_show(fixtures_dir):
+    """UBC test video 91BjuE6irxS turns its back to the camera (DWPose's shoulders swap sides from
+    about frame 170 to 245). With MediaPipe's poses of a front frame and a back frame as the
+    references, the frames well inside each phase route to the matching view."""
+    pytest.importorskip("mediapipe")
+    from fashionflow.pose import extract_keypoints, load_keypoints
+    from fashionflow.video_io import read_video
+
+    frames, _ = read_video(fixtures_dir / "ubc_test_91BjuE6irxS.mp4")
+    dwpose = load_keypoints(fixtures_dir / "ubc_test_91BjuE6irxS.dwpose.npy")
+    shoulders = dwpose[:, JOINT["left_shoulder"], 0] - dwpose[:, JOINT["right_shoulder"], 0]
+    front_frames, back_frames = [30, 90, 290], [185, 195, 225]
+    assert (shoulders[front_frames] > 0.1).all() and (shoulders[back_frames] < -0.1).all()  # DWPose: front, back
+    pose = lambda i: extract_keypoints(frames[i], video=False)[0]  # noqa: E731
+    references = torch.from_numpy(np.stack([pose(120), pose(200)]))[None]  # front view, back view
+    video = torch.from_numpy(np.stack([pose(i) for i in front_frames + back_frames]))[None]
+    nearest = pose_distance(video, references)[0].argmin(dim=1)
+    assert nearest.tolist() == [0, 0, 0, 1, 1, 1]
