@@ -15,9 +15,11 @@ Optional conditions (off in the released preset, built only when on, zero-initia
 fresh one leaves the model as it was): `max_references` > 0 adds a reference attention after
 every level's image cross-attention (models/references.py); `pose_guider_channels` (None = off)
 adds the pose guider's features of the rendered skeletons after conv_in (models/pose_guider.py;
-Animate Anyone Sec. 3.2). `reference_pose_routing` > 0 (needs both) routes each frame's reference
-attention to the references whose pose is like the frame's driving pose (ProFashion's pose-aware
-aggregation; pose/similarity.py): no weights, so it can be switched on for a trained model.
+Animate Anyone Sec. 3.2). `reference_pose_routing` > 0 (needs both) routes each frame to the views
+whose pose is like the frame's driving pose (ProFashion's pose-aware aggregation; pose/similarity.py):
+the image cross-attentions then see the image's and the references' tokens with per-frame logits,
+and the reference attentions weight and gate the references per frame (`_pose_routing`). It has
+no weights, so it can be switched on for a trained model.
 """
 
 from __future__ import annotations
