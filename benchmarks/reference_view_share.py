@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fashionflow.demo import evaluate_references as ev  # noqa: E402
 from fashionflow.demo.evaluate_demo import load_for_evaluation  # noqa: E402
 from fashionflow.models import references as reference_module  # noqa: E402
+from fashionflow.models.attention import to_frames  # noqa: E402
 
 
 class ShareRecorder:
@@ -55,8 +56,7 @@ class ShareRecorder:
 
     def per_frame_call(self, q, k, v, frame_bias, frames):
         """Stands in for `attend_per_frame` (pose routing): the same share, with each frame's logits."""
-        if frame_bias.shape[1] != frames:
-            frame_bias = torch.nn.functional.adaptive_avg_pool1d(frame_bias.transpose(1, 2), frames).transpose(1, 2)
+        frame_bias = to_frames(frame_bias, frames)
         b, heads, length, _ = q.shape
         logits = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).reshape(b, heads, frames, length // frames, -1)
         logits = logits + frame_bias[:, None, :, None, :]

@@ -52,9 +52,10 @@ class ModelConfig:
     # several reference images (models/references.py; off = 0, released): the U-Net attends, per
     # level and per frame, to the adapter tokens of up to this many extra views of the garment
     max_references: int = 0
-    # with both of the above: route each frame's reference attention to the references whose pose
-    # is like the frame's (pose/similarity.py; ProFashion's pose-aware aggregation): logits
-    # -sharpness x pose distance, added per frame and reference; 0 = off (attention alone decides)
+    # with both of the above: route each frame to the views (image, references) whose pose is like
+    # the frame's (pose/similarity.py; ProFashion's pose-aware aggregation), in the image
+    # cross-attention, the reference attention and the SDEdit start: logits -sharpness x pose
+    # distance, per frame and view; 0 = off (the reference attention alone decides)
     reference_pose_routing: float = 0.0
     # what the adapter feeds the image cross-attention (paper Table 2 ablation): CLIP and VAE
     # tokens (released), CLIP tokens only, VAE tokens only, or nothing ("disabled": global conditioning off)

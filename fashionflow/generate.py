@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from fashionflow.utils import atomic_write_text
-from fashionflow.images import ImageLoadError, frame_to_tensor, list_images, load_image, random_video_frame
+from fashionflow.images import ImageLoadError, frame_to_tensor, list_images, load_image, random_video_frame, to_uint8
 from fashionflow.video_io import VideoReadError, contact_sheet, list_videos, write_image, write_mp4
 
 
@@ -145,11 +145,6 @@ def first_free_index(output_dir: Path, name: str) -> int:
     taken = [int(p.stem.rsplit("_", 1)[1]) for p in output_dir.glob(f"{glob.escape(name)}_*.mp4")
              if p.stem.rsplit("_", 1)[0] == name and p.stem.rsplit("_", 1)[1].isdigit()]
     return max(taken) + 1 if taken else 0
-
-
-def to_uint8(image01: torch.Tensor) -> np.ndarray:
-    """float [3, H, W] in [0, 1] -> uint8 [H, W, 3]."""
-    return (image01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def pose_strip(keypoints: np.ndarray, frames: np.ndarray) -> np.ndarray:

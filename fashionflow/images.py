@@ -93,6 +93,11 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
 
 
+def to_uint8(image01: torch.Tensor) -> np.ndarray:
+    """float [3, H, W] in [0, 1] -> uint8 [H, W, 3] (the inverse of `image_to_tensor`)."""
+    return (image01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open, decode, apply EXIF orientation and convert to RGB; ImageLoadError with one line otherwise."""
     path = Path(path)

@@ -37,7 +37,7 @@ from PIL import Image
 from fashionflow.config import EncodersConfig, FashionFlowConfig, load_config, save_config
 from fashionflow.diffusion import default_steps, make_scheduler, sample_video_latents, switch_sampler
 from fashionflow.encoders import clip_hidden_states, decode_latents, encode_latent_dist, output_range_for
-from fashionflow.images import image_to_tensor, load_image, resize_image, to_rgb
+from fashionflow.images import image_to_tensor, load_image, resize_image, to_rgb, to_uint8
 from fashionflow.models import ImageConditionAdapter, SpaceTimeUNet
 from fashionflow.precision import Precision, autocast, autocast_dtype, tf32, tf32_for
 from fashionflow.models.references import pad_references
@@ -174,8 +174,7 @@ class FashionFlowPipeline(DiffusionPipeline):
         aspect = width / height
         used, references, rendered = [], [], []
         for image01, driving in zip(images01, per_image):
-            uint8 = (image01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()  # H W 3
-            reference = reference_pose(uint8) if driving is not None and align else None
+            reference = reference_pose(to_uint8(image01)) if driving is not None and align else None
             keypoints = None if driving is None else driving_poses(
                 driving, num_frames, reference, align=align, driving_aspect=pose_aspect or aspect,
                 reference_aspect=aspect)
@@ -190,8 +189,9 @@ class FashionFlowPipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_references(self, reference_images: Optional[Sequence], batch: int) -> dict:
         """One list of reference images per video (or None) -> {references [b, r, 50, C], reference_mask
-        [b, r]} for the U-Net (r = the longest list; shorter lists masked) and reference_latents
-        [b, r, c, h, w] (their scaled mean latents), or {} when there are none.
+        [b, r]} for the U-Net (r = the longest list; shorter lists masked), reference_latents
+        [b, r, c, h, w] (their scaled mean latents) and reference_images01 (per video, the prepared
+        images [r_i, 3, H, W]), or {} when there are none.
 
         Each reference goes through the VAE (its mean latent: no random draw, so the videos' noise
         is the same with or without references), CLIP and the same adapter as the main image, in
@@ -213,35 +213,35 @@ class FashionFlowPipeline(DiffusionPipeline):
         mean, _ = encode_latent_dist(self.vae, images01, enc_cfg)
         hidden = clip_hidden_states(self.image_encoder, self.feature_extractor, images01, enc_cfg.preprocessing)
         tokens = self.adapter(hidden.to(self.adapter.dtype), mean.float().to(self.adapter.dtype))
-        per_item = list(torch.split(tokens, [len(item) for item in lists]))
-        references, mask = pad_references([t if len(t) else None for t in per_item], tuple(tokens.shape[1:]))
-        latents, _ = pad_references([m if len(m) else None for m in torch.split(mean.float(), [len(item) for item in lists])],
-                                    tuple(mean.shape[1:]))
-        return {"references": references, "reference_mask": mask, "reference_latents": latents}
+        counts = [len(item) for item in lists]
+        per_video = lambda x: [part if len(part) else None for part in torch.split(x, counts)]  # noqa: E731
+        references, mask = pad_references(per_video(tokens), tuple(tokens.shape[1:]))
+        latents, _ = pad_references(per_video(mean.float()), tuple(mean.shape[1:]))
+        return {"references": references, "reference_mask": mask, "reference_latents": latents,
+                "reference_images01": list(torch.split(images01, counts))}
 
-    def routing_keypoints(self, reference_images: Optional[Sequence], reference_keypoints: Optional[Sequence],
+    def routing_keypoints(self, reference_images01: Optional[list], reference_keypoints: Optional[Sequence],
                           used_poses: list, conditions: dict) -> dict:
         """The U-Net's pose routing inputs {pose_keypoints [b, f, 18, 3], reference_keypoints
         [b, r, 18, 3]} for a model with `reference_pose_routing` > 0 driven by poses with
-        references, else {}. reference_keypoints: one list per image of each reference's pose
+        references, else {}. reference_images01: per video, its prepared reference images
+        [r_i, 3, H, W] (`encode_references`). reference_keypoints: one list per image of each reference's pose
         [18, 3] (x, y in [0, 1] of that reference image; None = find it with MediaPipe, as the
         input image's pose is found); no frame is routed to a reference with no person found."""
         if not self.unet.config.reference_pose_routing or "references" not in conditions or "pose" not in conditions:
             return {}
-        lists = [list(item) if item is not None else [] for item in reference_images]
-        given = _per_reference(reference_keypoints, lists)
+        given = _per_reference(reference_keypoints, reference_images01)
         from fashionflow.pose.drive import reference_pose
         from fashionflow.pose.keypoints import check_keypoints
 
         r = conditions["references"].shape[1]
-        poses = np.zeros((len(lists), r, 18, 3), np.float32)  # confidence 0: unknown
-        for i, item in enumerate(lists):
-            for j, image in enumerate(item):
+        poses = np.zeros((len(reference_images01), r, 18, 3), np.float32)  # confidence 0: unknown
+        for i, item in enumerate(reference_images01):
+            for j, image01 in enumerate(item):
                 if given[i][j] is not None:
                     poses[i, j] = check_keypoints(given[i][j], f"reference_keypoints[{i}][{j}]")[0]
                     continue
-                uint8 = (self.prepare_images(image)[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-                found = reference_pose(uint8)
+                found = reference_pose(to_uint8(image01))
                 if found is None:
                     print(f"reference image {j} of input {i}: no person found, so no frame is routed to it")
                 else:
@@ -342,10 +342,11 @@ class FashionFlowPipeline(DiffusionPipeline):
         first_frame, context = self.encode_image(images01, generator)
         conditions = self.encode_references(reference_images, b)
         reference_latents = conditions.pop("reference_latents", None)
+        reference_images01 = conditions.pop("reference_images01", None)
         pose_conditions, used_poses, reference_poses = self.pose_inputs(poses, images01, num_frames, align,
                                                                         pose_aspect)
         conditions = {**conditions, **pose_conditions}
-        conditions.update(self.routing_keypoints(reference_images, reference_keypoints, used_poses, conditions))
+        conditions.update(self.routing_keypoints(reference_images01, reference_keypoints, used_poses, conditions))
         start = (self.routed_start(first_frame, reference_latents, conditions)
                  if routed_init and init_strength < 1 else None)
         with tf32(tf32_for(precision)):
@@ -374,9 +375,10 @@ class FashionFlowPipeline(DiffusionPipeline):
                 if return_dict else (frames,))
 
 
-def _per_reference(reference_keypoints, lists: list[list]) -> list[list]:
+def _per_reference(reference_keypoints, lists: list) -> list[list]:
     """`reference_keypoints` (None, or one list per image, None or one entry per reference image)
-    as one list per image with one entry (keypoints or None) per reference image."""
+    as one list per image with one entry (keypoints or None) per reference image (`lists`: the
+    reference images of each image)."""
     if reference_keypoints is None:
         return [[None] * len(item) for item in lists]
     if not isinstance(reference_keypoints, (list, tuple)) or len(reference_keypoints) != len(lists):

@@ -29,14 +29,23 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 
+def to_frames(per_frame: torch.Tensor, frames: int) -> torch.Tensor:
+    """Per-frame values [b, f', ...] -> [b, frames, ...], average-pooled over the f' frames (a
+    level that compressed time has fewer frames than the video); unchanged when f' = frames."""
+    if per_frame.shape[1] == frames:
+        return per_frame
+    flat = rearrange(per_frame, "b f ... -> b (...) f")
+    pooled = F.adaptive_avg_pool1d(flat, frames)
+    return rearrange(pooled, "b s f -> b f s").reshape(per_frame.shape[0], frames, *per_frame.shape[2:])
+
+
 def attend_per_frame(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frame_bias: torch.Tensor,
                      frames: int) -> torch.Tensor:
     """`attend` with logits that depend on the query's frame: q [b, heads, (f l), d] (frame-major
-    tokens, f = `frames`), k and v [b, heads, s, d], frame_bias [b, f', s] (f' frames
-    average-pooled to f at levels that compressed time) -> [b, heads, (f l), d]. Frames are
-    folded into the batch; keys are repeated per frame, cheap for the few context tokens."""
-    if frame_bias.shape[1] != frames:
-        frame_bias = rearrange(F.adaptive_avg_pool1d(rearrange(frame_bias, "b f s -> b s f"), frames), "b s f -> b f s")
+    tokens, f = `frames`), k and v [b, heads, s, d], frame_bias [b, f', s] (f' frames pooled to f
+    by `to_frames`) -> [b, heads, (f l), d]. Frames are folded into the batch; keys are repeated
+    per frame, cheap for the few context tokens."""
+    frame_bias = to_frames(frame_bias, frames)
     attended = attend(rearrange(q, "b h (f l) d -> (b f) h l d", f=frames),
                       repeat(k, "b h s d -> (b f) h s d", f=frames), repeat(v, "b h s d -> (b f) h s d", f=frames),
                       rearrange(frame_bias.to(q.dtype), "b f s -> (b f) 1 1 s"))

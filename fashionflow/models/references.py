@@ -29,7 +29,7 @@ cross-attention of every level, whose context becomes the image's tokens plus ev
 (models/unet.py `_pose_routing`): a back-facing frame then reads the back view's tokens where it
 read the front image's (ProFashion's per-frame global prototype, its Eq. 9). Measured on the
 demo, the learned weighting stayed flat (0.50 of the attention on the back view for back- and
-front-facing frames alike); the routed one is 0.999 / 0.000 (benchmarks/reference_view_share.py).
+front-facing frames alike); the routed one is 0.993 / 0.000 (benchmarks/reference_view_share.py).
 
 Why not token concatenation (appending the references' tokens to the main context of the
 existing cross-attention, ProFashion's "concatenating references" baseline)? The softmax then
@@ -44,9 +44,8 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 from torch import nn
-from torch.nn import functional as F
 
-from fashionflow.models.attention import attend, attend_per_frame
+from fashionflow.models.attention import attend, attend_per_frame, to_frames
 
 
 class ReferenceAttention(nn.Module):
@@ -91,8 +90,7 @@ class ReferenceAttention(nn.Module):
         delta = delta * has_any[:, None, None].to(delta.dtype)  # no references: exactly nothing added
         delta = rearrange(delta, "b (f h w) c -> b c f h w", f=f, h=h)
         if gate is not None:
-            gate = F.adaptive_avg_pool1d(gate[:, None].to(delta.dtype), f)[:, 0] if gate.shape[1] != f else gate
-            delta = delta * gate.to(delta.dtype)[:, None, :, None, None]
+            delta = delta * to_frames(gate, f).to(delta.dtype)[:, None, :, None, None]
         return x + delta
 
 
