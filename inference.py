@@ -57,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--init-strength", type=float,
                         help="1 = start from pure noise (released); below 1, start that far down from frame 0 "
                              "repeated and noised (default: config's sample.init_strength)")
+    parser.add_argument("--routed-init-strength", type=float,
+                        help="the same when pose routing starts each frame from the view it is posed like "
+                             "(pose-driven, with references; default: --init-strength when given, else the "
+                             "config's sample.routed_init_strength, else its init_strength)")
     parser.add_argument("--seed", type=int, help="video j of the run uses seed + j")
     parser.add_argument("--frames", type=int,
                         help="frames per video (default: the config's, 70; with driving poses, as many as they have)")
@@ -79,8 +83,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("num_videos", "steps", "frames", "decode_chunk_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.init_strength is not None and not 0 < args.init_strength <= 1:
-        parser.error("--init-strength must be in (0, 1]")
+    for name in ("init_strength", "routed_init_strength"):
+        if getattr(args, name) is not None and not 0 < getattr(args, name) <= 1:
+            parser.error(f"--{name.replace('_', '-')} must be in (0, 1]")
+    if args.routed_init_strength is not None and not ((args.pose_video or args.pose or args.motion)
+                                                      and (args.reference or args.num_references)):
+        parser.error("--routed-init-strength needs driving poses (--pose-video, --pose or --motion) and "
+                     "references (--reference, or --num-references with --dataset)")
     if args.pose_guidance not in (None, 1.0) and not (args.pose_video or args.pose or args.motion):
         parser.error("--pose-guidance needs driving poses (--pose-video, --pose or --motion)")
     if args.reference_pose and len(args.reference_pose) != len(args.reference):
@@ -132,7 +141,11 @@ def settings_from(args, cfg, pipe):
                     guidance=pick(args.guidance, "guidance_scale", 1.0),
                     pose_guidance=pick(args.pose_guidance, "pose_guidance_scale", 1.0),  # generate_all: only with poses
                     reference_guidance=pick(args.reference_guidance, "reference_guidance_scale", 1.0),  # and references
-                    init_strength=pick(args.init_strength, "init_strength", 1.0), seed=pick(args.seed, "seed", 0),
+                    init_strength=pick(args.init_strength, "init_strength", 1.0),
+                    routed_init_strength=args.routed_init_strength if args.routed_init_strength is not None
+                    else args.init_strength if args.init_strength is not None
+                    else sample.routed_init_strength if sample else None,
+                    seed=pick(args.seed, "seed", 0),
                     fps=pick(args.fps, "fps", 25.0), decode_chunk_size=pick(args.decode_chunk_size, "decode_chunk_size", 8),
                     resize=args.resize, precision=args.precision, overwrite=args.overwrite,
                     references=tuple(args.reference), num_references=args.num_references,

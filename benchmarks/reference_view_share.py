@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="switch model.reference_pose_routing to this sharpness for the run (0 = off)")
     parser.add_argument("--output", help="write the result as JSON here")
     args = parser.parse_args(argv)
-    pipe, _, num_frames, steps, init_strength = load_for_evaluation(
+    pipe, _, num_frames, steps, init_strength, routed_init_strength = load_for_evaluation(
         SimpleNamespace(checkpoint=args.checkpoint, dataset=args.dataset, threads=args.threads, sampler=None,
-                        steps=None, init_strength=None))
+                        steps=None, init_strength=None, routed_init_strength=None))
     if pipe.unet.references is None:
         print(f"error: {args.checkpoint} takes no reference images", file=sys.stderr)
         return 1
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 mock.patch.object(reference_module, "attend_per_frame", recorder.per_frame_call):
             pipe(clip.frames[0], num_frames=len(yaw), num_inference_steps=steps, output_type="np",
                  generator=[torch.Generator().manual_seed(args.seed + index)], init_strength=init_strength,
+                 routed_init_strength=routed_init_strength,
                  reference_images=[[clip.frames[front_index], clip.frames[back_index]]],
                  poses=clip.keypoints if drive else None, align=False,
                  reference_keypoints=[[clip.keypoints[front_index], clip.keypoints[back_index]]] if drive else None)

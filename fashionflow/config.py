@@ -187,6 +187,10 @@ class SampleConfig:
     # 1.0 = start from pure noise (released); s < 1 = start s of the way down from frame 0
     # repeated and noised (SDEdit / ConsistI2V FrameInit; fashionflow.diffusion.first_frame_start)
     init_strength: float = 1.0
+    # the same for videos whose frames each start from the view they are posed like (pose routing
+    # with references, `routed_start`; null: init_strength): every frame's start then already
+    # looks like it, so less of it needs noising away (docs/differences.md)
+    routed_init_strength: Optional[float] = None
     num_frames: int = 70
     fps: int = 25
     decode_chunk_size: int = 8
@@ -250,8 +254,10 @@ class FashionFlowConfig:
                               "(at zero terminal SNR the noise is the whole input, so epsilon says nothing)")
         if not 0.0 <= self.train.cond_dropout < 1.0:
             raise ConfigError(f"train.cond_dropout={self.train.cond_dropout} must be in [0, 1)")
-        if not 0.0 < self.sample.init_strength <= 1.0:
-            raise ConfigError(f"sample.init_strength={self.sample.init_strength} must be in (0, 1]")
+        for name in ("init_strength", "routed_init_strength"):
+            value = getattr(self.sample, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ConfigError(f"sample.{name}={value} must be in (0, 1]")
         if self.train.compile_mode is not None and self.train.compile_backend != "inductor":
             raise ConfigError(f"train.compile_mode={self.train.compile_mode!r} needs train.compile_backend=inductor "
                               f"(got {self.train.compile_backend!r})")

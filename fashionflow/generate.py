@@ -51,6 +51,7 @@ class Settings:
     pose_guidance: float = 1.0  # towards the driving poses (needs poses)
     reference_guidance: float = 1.0  # towards the references (needs references)
     init_strength: float = 1.0
+    routed_init_strength: Optional[float] = None  # when frames start from their routed views (None: init_strength)
     seed: int = 0
     fps: float = 25.0
     decode_chunk_size: int = 8
@@ -202,6 +203,7 @@ def generate_all(pipe, sources: list[Source], output_dir: str | Path, settings: 
             began = time.perf_counter()
             output = pipe(image, num_frames=settings.num_frames, num_inference_steps=settings.steps,
                           guidance_scale=settings.guidance, init_strength=settings.init_strength,
+                          routed_init_strength=settings.routed_init_strength,
                           generator=[generator], output_type="np", reference_images=[references] if references else None,
                           decode_chunk_size=settings.decode_chunk_size, precision=settings.precision,
                           poses=settings.poses, align=settings.align, pose_aspect=settings.pose_aspect,

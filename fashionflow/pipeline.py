@@ -301,7 +301,7 @@ class FashionFlowPipeline(DiffusionPipeline):
                  reference_images: Optional[Sequence] = None, poses=None, align: bool = True,
                  pose_aspect: Optional[float] = None, pose_guidance_scale: float = 1.0,
                  reference_guidance_scale: float = 1.0, reference_keypoints: Optional[Sequence] = None,
-                 routed_init: bool = True):
+                 routed_init: bool = True, routed_init_strength: Optional[float] = None):
         """Generate one video per input image.
 
         num_inference_steps: None = the scheduler's default (1000 for DDPM, 25 for DDIM/DPM).
@@ -324,7 +324,8 @@ class FashionFlowPipeline(DiffusionPipeline):
         reference_keypoints: for a model with model.reference_pose_routing, driven by poses, with
         references: one list per image of each reference's pose [18, 3] (None, or a None entry:
         found with MediaPipe); each frame then draws on the references posed like it, and with
-        init_strength < 1 and `routed_init` starts from them too (`routed_start`).
+        `routed_init` starts from them too (`routed_start`) at `routed_init_strength` (None:
+        init_strength) when that is below 1; the batch shares one strength.
         """
         images01 = self.prepare_images(image)
         b = len(images01)
@@ -347,8 +348,11 @@ class FashionFlowPipeline(DiffusionPipeline):
                                                                         pose_aspect)
         conditions = {**conditions, **pose_conditions}
         conditions.update(self.routing_keypoints(reference_images01, reference_keypoints, used_poses, conditions))
+        routed_strength = init_strength if routed_init_strength is None else routed_init_strength
         start = (self.routed_start(first_frame, reference_latents, conditions)
-                 if routed_init and init_strength < 1 else None)
+                 if routed_init and routed_strength < 1 else None)
+        if start is not None:  # every frame starts from a view like it: less needs noising away
+            init_strength = routed_strength
         with tf32(tf32_for(precision)):
             latents = sample_video_latents(self.unet, self.scheduler, context, first_frame, num_frames, steps,
                                            guidance_scale=guidance_scale, generator=generator,

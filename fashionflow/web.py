@@ -180,6 +180,7 @@ def request_settings(defaults: Defaults, sampler, steps, guidance, init_strength
         num_frames=_whole(frames, "frames", multiple, defaults.max_frames, multiple),
         guidance=_fraction(guidance, "guidance", 1.0, 30.0),
         init_strength=_fraction(init_strength, "init strength", 0.0, 1.0, low_open=True),
+        routed_init_strength=defaults.sample.routed_init_strength,  # the slider of a routing model overrides it
         seed=_whole(seed, "seed", 0, 2 ** 63 - 1), fps=defaults.sample.fps,
         decode_chunk_size=defaults.sample.decode_chunk_size,
         resize=resize, overwrite=True)
@@ -300,6 +301,19 @@ def condition_guidance(field: str, towards: str, supported: Callable[[Model], bo
         convert=lambda value, runner: {field: _fraction(value, label, 1.0, MAX_CONDITION_GUIDANCE)})
 
 
+def pose_routed(model: Model) -> bool:
+    """Whether the loaded model routes each frame to the reference views posed like it (model.reference_pose_routing)."""
+    return pose_guided(model) and max_references(model) > 0 and model.pipe.unet.config.get("reference_pose_routing", 0) > 0
+
+
+def routed_init_strength_slider(model: Model) -> gr.Slider:
+    sample = Defaults.of(model).sample
+    value = sample.init_strength if sample.routed_init_strength is None else sample.routed_init_strength
+    return gr.Slider(0.05, 1.0, value=value, step=0.05, label="Init strength with a motion and reference views",
+                     info="as Init strength, when each frame starts from the view it is posed like",
+                     elem_id="routed-init-strength")
+
+
 # Inputs the loaded model may take besides the photo. Each appears on the page (under the photo)
 # only when the model supports it, and in /generate's arguments after the settings, so the first
 # argument stays the photo and every other argument keeps a default (None or empty: as without
@@ -311,6 +325,9 @@ OPTIONAL_INPUTS: tuple[OptionalInput, ...] = (
     OptionalInput("pose_video", supported=pose_guided, component=pose_video_upload, convert=driving_video),
     condition_guidance("reference_guidance", "the reference views", lambda model: max_references(model) > 0),
     condition_guidance("pose_guidance", "the driving motion", pose_guided),
+    OptionalInput("routed_init_strength", supported=pose_routed, component=routed_init_strength_slider,
+                  convert=lambda value, runner: {"routed_init_strength": _fraction(
+                      value, "routed init strength", 0.0, 1.0, low_open=True)}),
 )
 
 

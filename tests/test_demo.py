@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fashionflow.demo import quality
-from fashionflow.demo.evaluate_demo import chance_colour_drift, clip_metrics, markdown_table, summarise, verdict
+from fashionflow.demo.evaluate_demo import chance_colour_measures, clip_metrics, markdown_table, summarise, verdict
 from fashionflow.synthetic import render_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +44,21 @@ def test_colour_histograms_see_the_figure_not_the_wall():
     assert quality.mean_colour_drift(np.stack([frame, half]), frame) == pytest.approx(0.25)
 
 
+def test_colour_distance_grows_with_the_shift_where_the_histogram_flips():
+    """A 4-level shift that crosses a histogram bin edge (128 = 4 x 32) reads as all new colours
+    to the histogram distance, and as 4 levels to the colour distance (1-D Wasserstein per channel)."""
+    assert quality.colour_distance(np.full((5, 3), 10), np.full((7, 3), 40)) == 30  # 30 in every channel
+    frame = np.full((32, 32, 3), 230, np.uint8)
+    frame[8:24, 12:20] = (126, 40, 40)
+    shifted = frame.copy()
+    shifted[8:24, 12:20] = (130, 40, 40)
+    assert quality.mean_colour_drift(np.stack([shifted]), frame) == pytest.approx(1.0)
+    assert quality.mean_colour_distance(np.stack([frame, shifted]), frame) == pytest.approx((0 + 4 / 3) / 2)
+    blue = frame.copy()
+    blue[8:24, 12:20] = (40, 40, 200)
+    assert quality.mean_colour_distance(np.stack([blue]), frame) == pytest.approx((86 + 0 + 160) / 3)
+
+
 def test_baseline_and_truth_numbers_on_a_synthetic_clip():
     truth = render_clip(5, num_frames=6, height=64, width=64).frames
     baseline = np.repeat(truth[:1], 6, axis=0)
@@ -55,7 +70,7 @@ def test_baseline_and_truth_numbers_on_a_synthetic_clip():
     assert all(perfect.values()) and {"moves_closer_to_truth_than_baseline", "keeps_colours"} <= set(perfect)
     table = markdown_table({"model": summarise([t]), "baseline": summarise([b]), "truth": summarise([t])})
     rows = table.splitlines()
-    assert len(rows) == 7 and all(row.count("|") == 6 for row in rows)
+    assert len(rows) == 8 and all(row.count("|") == 6 for row in rows)
     assert rows[2].startswith("| first-frame PSNR") and rows[2].endswith("| inf | - | - |")
 
 
@@ -63,9 +78,9 @@ def test_colour_verdict_is_measured_against_the_chance_level_of_two_clips():
     wall = np.full((6, 32, 32, 3), 230, np.uint8)
     red, blue = wall.copy(), wall.copy()
     red[:, 8:24, 12:20], blue[:, 8:24, 12:20] = (200, 30, 30), (30, 30, 200)
-    assert chance_colour_drift([red, red]) == 0.0
-    assert chance_colour_drift([red, blue]) == pytest.approx(1.0)
-    assert chance_colour_drift([red]) is None
+    assert chance_colour_measures([red, red]) == {"drift": 0.0, "distance": 0.0}
+    assert chance_colour_measures([red, blue]) == pytest.approx({"drift": 1.0, "distance": 340 / 3})
+    assert chance_colour_measures([red]) is None
     truth = {"motion": 2.0, "colour_drift_vs_input": 0.1, "colour_drift_first_last": 0.1}
     kept = dict(truth, colour_drift_first_last=0.3)
     lost = dict(truth, colour_drift_first_last=0.8)  # nearer to another clip's colours than to the truth's

@@ -288,7 +288,7 @@ def test_pipeline_routes_with_given_or_found_reference_poses(tmp_path, capsys):
         run(reference_keypoints=[[poses[0], poses[1]]])
 
 
-def test_inference_cli_reference_poses(tmp_path, capsys):
+def test_inference_cli_reference_poses(tmp_path, capsys, monkeypatch):
     import sys
 
     from PIL import Image
@@ -299,6 +299,7 @@ def test_inference_cli_reference_poses(tmp_path, capsys):
 
     pipe, cfg = build_tiny_pipeline(tmp_path / "pipe", load_config(TINY, ROUTED))
     cfg.sample.num_inference_steps = 2
+    cfg.sample.init_strength, cfg.sample.routed_init_strength = 0.9, 0.4
     checkpoint = save_pipeline(pipe, tmp_path / "routed", cfg)
     for name in ("front", "back"):
         Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(tmp_path / f"{name}.png")
@@ -320,6 +321,20 @@ def test_inference_cli_reference_poses(tmp_path, capsys):
     assert "one keypoint file per --reference image: 2 for 1" in capsys.readouterr().err
     assert inference.main(common + ["--reference-pose", str(tmp_path / "missing.npy")]) == 2
     assert "error: reference poses:" in capsys.readouterr().err
+    # the routed start's strength: the config's, else --init-strength, else --routed-init-strength
+    seen, original = [], type(pipe).__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs["init_strength"], kwargs["routed_init_strength"]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", spy)
+    for extra in ([], ["--init-strength", "0.5"], ["--init-strength", "0.5", "--routed-init-strength", "0.3"]):
+        assert inference.main(common + ["--output-dir", str(tmp_path / "strength"), *extra]) == 0
+    assert seen == [(0.9, 0.4), (0.5, 0.5), (0.5, 0.3)]
+    with pytest.raises(SystemExit):
+        inference.main([*common[:common.index("--reference")], "--routed-init-strength", "0.3"])
+    assert "--routed-init-strength needs driving poses" in capsys.readouterr().err
 
 
 def test_bundling_takes_the_routing_from_the_preset(tmp_path):
@@ -363,6 +378,31 @@ def test_routed_start_begins_each_frame_from_the_view_it_is_posed_like(tmp_path)
     noise = torch.randn(start.shape, generator=g)
     timesteps, latents = first_frame_start(scheduler, image_latent, noise, 0.5, start)
     torch.testing.assert_close(latents, scheduler.add_noise(start, noise, timesteps[:1]))
+
+
+def test_routed_init_strength_applies_only_where_frames_start_from_their_views(tmp_path):
+    """routed_init_strength replaces init_strength exactly when the routed start is used (poses,
+    references, routing): the same video as init_strength set to it; without references it changes nothing."""
+    from fashionflow.testing import build_tiny_pipeline
+
+    pipe, _ = build_tiny_pipeline(tmp_path, load_config(TINY, ROUTED))
+    pipe.set_progress_bar_config(disable=True)
+    poses = motion_keypoints("turn", 4)
+    image, back = torch.rand(3, 128, 128), torch.rand(3, 128, 128)
+
+    def run(references, **kwargs):
+        return pipe(image, num_inference_steps=10, generator=[torch.Generator().manual_seed(0)], output_type="latent",
+                    poses=poses, align=False, reference_images=references,
+                    reference_keypoints=[[poses[2]]] if references else None, **kwargs).frames
+
+    routed = run([[back]], init_strength=0.9, routed_init_strength=0.3)
+    torch.testing.assert_close(routed, run([[back]], init_strength=0.3), rtol=0, atol=0)
+    assert not torch.equal(routed, run([[back]], init_strength=0.9))
+    torch.testing.assert_close(run(None, init_strength=0.9, routed_init_strength=0.3), run(None, init_strength=0.9),
+                               rtol=0, atol=0)
+    # routed_init=False: frames start from frame 0, so the routed strength does not apply either
+    torch.testing.assert_close(run([[back]], init_strength=0.9, routed_init_strength=0.3, routed_init=False),
+                               run([[back]], init_strength=0.9, routed_init=False), rtol=0, atol=0)
 
 
 def test_on_a_real_turn_mediapipe_poses_route_frames_to_the_view_dwpose_says_they_show(fixtures_dir):

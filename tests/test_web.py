@@ -223,9 +223,11 @@ def test_the_demo_model_offers_reference_views_and_driving_poses(server):
 
     # checkpoint/demo does every mode: model.max_references 2 and a pose guider
     assert generate_arguments(Client(server.url, verbose=False)) == [*SETTINGS, "references", "motion", "pose_video",
-                                                                     "reference_guidance", "pose_guidance"]
+                                                                     "reference_guidance", "pose_guidance",
+                                                                     "routed_init_strength"]
     ids = served_element_ids(server)
-    assert {"photo", "references", "motion", "pose-video", "reference-guidance", "pose-guidance"} <= set(ids)
+    assert {"photo", "references", "motion", "pose-video", "reference-guidance", "pose-guidance",
+            "routed-init-strength"} <= set(ids)
 
 
 def test_a_model_without_references_or_poses_has_neither_input(tmp_path):
@@ -364,6 +366,36 @@ def test_driving_motion_and_pose_video_inputs(pose_model, tmp_path):
         with pytest.raises(gr.Error) as caught:
             runner(upload(PHOTO), **values)
         assert caught.value.message.startswith(message) and str(tmp_path) not in caught.value.message
+
+
+def test_a_routing_model_offers_the_routed_init_strength(tmp_path, monkeypatch):
+    """With pose routing (poses + references), the page's routed init strength starts at the folder's
+    sample.routed_init_strength and reaches the pipeline; other models do not show it."""
+    from fashionflow.testing import build_tiny_pipeline
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [
+        "model.pose_guider=true", "model.max_references=2", "model.reference_pose_routing=30", "sample.num_frames=2",
+        "sample.num_inference_steps=2", "sample.sampler=ddim", "sample.init_strength=0.9",
+        "sample.routed_init_strength=0.4"])
+    pipe, cfg = build_tiny_pipeline(tmp_path / "model", cfg)
+    model = Model(tmp_path / "model", pipe=pipe, cfg=cfg)
+    page = build_page(model, tmp_path / "work")
+    assert "routed-init-strength" in element_ids(page)
+    assert generate_parameters(page)[-1] == "routed_init_strength"
+    seen, original = [], type(pipe).__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["routed_init_strength"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", spy)
+    runner = Runner(model, Defaults.of(model), tmp_path / "work", optional=page_optional(model))
+    runner(upload(PHOTO), motion="turn", references=[upload(VIEWS[0])])
+    runner(upload(PHOTO), motion="turn", references=[upload(VIEWS[0])], routed_init_strength=0.25)
+    assert seen == [0.4, 0.25]
+    with pytest.raises(gr.Error) as caught:
+        runner(upload(PHOTO), routed_init_strength=0)
+    assert caught.value.message.startswith("routed init strength must be in (0.0, 1.0]")
 
 
 def test_pose_video_of_a_real_person_drives_the_video(pose_model, fixtures_dir, tmp_path):

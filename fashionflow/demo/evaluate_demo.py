@@ -34,7 +34,8 @@ from fashionflow.demo import quality
 from fashionflow.diffusion import SAMPLERS
 from fashionflow.synthetic import render_clip
 
-METRICS = ("first_frame_psnr", "motion", "colour_drift_first_last", "colour_drift_vs_input", "psnr_vs_truth")
+METRICS = ("first_frame_psnr", "motion", "colour_drift_first_last", "colour_drift_vs_input", "colour_distance_vs_input",
+           "psnr_vs_truth")
 
 
 def clip_metrics(video: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -44,6 +45,7 @@ def clip_metrics(video: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         "motion": quality.motion(video),
         "colour_drift_first_last": quality.figure_colour_drift(video),
         "colour_drift_vs_input": quality.mean_colour_drift(video, truth[0]),
+        "colour_distance_vs_input": quality.mean_colour_distance(video, truth[0]),
         "psnr_vs_truth": float(np.mean([quality.psnr(v, t) for v, t in zip(video[1:], truth[1:])])),
     }
 
@@ -85,12 +87,14 @@ def demo_targets(model: dict, truth: dict) -> dict[str, bool]:
     return {name: bool(ok) for name, ok in checks.items()}
 
 
-def chance_colour_drift(truths: list[np.ndarray]) -> float | None:
-    """Mean figure-colour distance between different clips: clip i's first frame vs clip i+1's last."""
+def chance_colour_measures(truths: list[np.ndarray]) -> dict[str, float] | None:
+    """Figure-colour drift and distance between different clips (clip i's first frame vs clip
+    i+1's last, mean): {"drift": histogram distance (0-1), "distance": colour distance (0-255)}."""
     if len(truths) < 2:
         return None
-    pairs = zip(truths, truths[1:] + truths[:1])
-    return float(np.mean([quality.figure_colour_drift(np.stack([a[0], b[-1]])) for a, b in pairs]))
+    pairs = list(zip(truths, truths[1:] + truths[:1]))
+    return {"drift": float(np.mean([quality.figure_colour_drift(np.stack([a[0], b[-1]])) for a, b in pairs])),
+            "distance": float(np.mean([quality.mean_colour_distance(b[-1:], a[0]) for a, b in pairs]))}
 
 
 @torch.no_grad()
@@ -130,10 +134,11 @@ def evaluate(pipe, clips: list[dict], num_frames: int, height: int, width: int, 
             f"first-frame PSNR {per_model[-1]['first_frame_psnr']:.1f} dB")
     seconds = time.perf_counter() - started
     model, baseline, truth, vae = (summarise(rows) for rows in (per_model, per_baseline, per_truth, per_vae))
-    chance = chance_colour_drift([truth for truth, _ in videos])
+    chance = chance_colour_measures([truth for truth, _ in videos])
     return {"clips": len(clips), "seconds": round(seconds, 1), "model": model, "baseline": baseline,
-            "truth": truth, "truth_through_vae": vae, "colour_drift_chance": chance,
-            "verdict": verdict(model, truth, vae, chance), "videos": videos}
+            "truth": truth, "truth_through_vae": vae,
+            "colour_drift_chance": chance and chance["drift"], "colour_distance_chance": chance and chance["distance"],
+            "verdict": verdict(model, truth, vae, chance and chance["drift"]), "videos": videos}
 
 
 def markdown_table(result: dict) -> str:
@@ -141,6 +146,7 @@ def markdown_table(result: dict) -> str:
              "motion": "motion: mean frame-to-frame change (0-255)",
              "colour_drift_first_last": "figure colour drift, first vs last frame (0-1)",
              "colour_drift_vs_input": "figure colour drift vs input, mean over frames (0-1)",
+             "colour_distance_vs_input": "figure colour distance vs input, mean over frames (0-255)",
              "psnr_vs_truth": "PSNR vs ground truth, mean over frames 1.. (dB)"}
     fmt = lambda v: "inf" if v == float("inf") else f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
     same = {"first_frame_psnr", "psnr_vs_truth"}  # the truth against itself: nothing to report
@@ -171,6 +177,10 @@ def evaluation_parser(description: str, strip_help: str, lpips: bool = False) ->
     parser.add_argument("--steps", type=int, default=None, help="default: the checkpoint config's sample steps")
     parser.add_argument("--init-strength", type=float, default=None,
                         help="default: the checkpoint config's sample.init_strength")
+    parser.add_argument("--routed-init-strength", type=float, default=None,
+                        help="for videos whose frames start from the view they are posed like (pose routing; "
+                             "default: --init-strength when given, else the checkpoint config's "
+                             "sample.routed_init_strength, else its init_strength)")
     parser.add_argument("--sampler", default=None, choices=SAMPLERS,
                         help="default: the checkpoint config's sample.sampler")
     parser.add_argument("--seed", type=int, default=0)
@@ -194,8 +204,9 @@ def lpips_from_args(args):
 
 
 def load_for_evaluation(args) -> tuple:
-    """(pipeline, its config, num_frames, steps, init_strength) from the arguments of `evaluation_parser`:
-    sampling settings from the command line, else the checkpoint's config.yaml, else the dataset's."""
+    """(pipeline, its config, num_frames, steps, init_strength, routed_init_strength) from the arguments of
+    `evaluation_parser`: sampling settings from the command line, else the checkpoint's config.yaml, else
+    the dataset's (routed_init_strength: where pose routing starts each frame from its view)."""
     from fashionflow.generate import quiet_libraries
     from fashionflow.pipeline import load_pipeline
 
@@ -207,12 +218,14 @@ def load_for_evaluation(args) -> tuple:
     num_frames = cfg.sample.num_frames if cfg is not None else manifest["num_frames"]
     steps = args.steps or (cfg.sample.num_inference_steps if cfg is not None else None)
     init_strength = args.init_strength or (cfg.sample.init_strength if cfg is not None else 1.0)
-    return pipe, cfg, num_frames, steps, init_strength
+    routed = cfg.sample.routed_init_strength if cfg is not None else None
+    routed_init_strength = args.routed_init_strength or args.init_strength or routed or init_strength
+    return pipe, cfg, num_frames, steps, init_strength, routed_init_strength
 
 
 def main(argv: list[str] | None = None) -> int:
     args = evaluation_parser(__doc__.split("\n\n")[0], "write truth / model frame strips (PNG) here").parse_args(argv)
-    pipe, cfg, num_frames, steps, init_strength = load_for_evaluation(args)
+    pipe, cfg, num_frames, steps, init_strength, _ = load_for_evaluation(args)
     clips, _ = test_clips(Path(args.dataset), args.limit)
     if not clips:
         print(f"error: {args.dataset}/manifest.json lists no test clips", file=sys.stderr)
@@ -225,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                   sampler=type(pipe.scheduler).__name__, init_strength=init_strength, threads=args.threads)
     print(markdown_table(result))
     if result["colour_drift_chance"] is not None:
-        print(f"colour drift between two different clips (chance level): {result['colour_drift_chance']:.3f}")
+        print(f"between two different clips (chance level): colour drift {result['colour_drift_chance']:.3f}, "
+              f"colour distance {result['colour_distance_chance']:.1f}")
     print(json.dumps(result["verdict"]))
     save_results(args, result, lambda: frame_strip(videos[:4]))
     return 0

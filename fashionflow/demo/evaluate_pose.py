@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pose-guidance", type=float, default=1.0,
                         help="pose guidance scale of the pose-driven videos (1 = off)")
     args = parser.parse_args(argv)
-    pipe, cfg, num_frames, steps, init_strength = load_for_evaluation(args)
+    pipe, cfg, num_frames, steps, init_strength, _ = load_for_evaluation(args)
     if pipe.unet.pose_guider is None:
         print(f"error: {args.checkpoint} has no pose guider (trained with model.pose_guider=false)", file=sys.stderr)
         return 1

@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fashionflow.demo.quality import colour_distance
 from fashionflow.synthetic import render_clip
 
 FACING_DEGREES = 45.0  # a frame faces front (back) when its yaw is within this of 0 (180)
 CONDITIONS = ("front_only", "front_and_back")
-QUANTILES = np.linspace(0.0, 1.0, 32)
 TARGET_REDUCTION = 0.30  # issue 12: back-facing errors at least 30 % lower with the back view
 FRONT_TOLERANCE = 0.01  # "no worse" on front-facing frames: within 1 % (sampling noise)
 
@@ -58,14 +58,6 @@ def facing(yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def back_view_index(yaw: np.ndarray) -> int:
     """The frame that shows the back most squarely (yaw nearest 180 degrees)."""
     return int(np.argmin(np.cos(np.radians(yaw))))
-
-
-def colour_distance(pixels: np.ndarray, reference: np.ndarray) -> float:
-    """1-D Wasserstein distance per RGB channel between two pixel sets [n, 3] (0-255), averaged."""
-    if len(pixels) == 0 or len(reference) == 0:
-        return 0.0
-    a, b = (np.quantile(x.astype(np.float64), QUANTILES, axis=0) for x in (pixels, reference))  # 32 3
-    return float(np.abs(a - b).mean())
 
 
 def garment_errors(video: np.ndarray, truth: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,13 +132,15 @@ def turning_clips(dataset: Path, limit: int | None, num_frames: int, height: int
 
 def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lpips=None, log=print,
              through_vae=None, reference_guidance: float = 1.0, drive_with_poses: bool = False,
-             routed_init: bool = True) -> dict:
+             routed_init: bool = True, routed_init_strength: float | None = None) -> dict:
     """Both conditions on every clip (same seed); per-condition means and, under "videos", per clip
     (truth, front only, front + back, back view index, whether back-facing frames were scored).
     `through_vae(frames)`: the truth through the pipeline's VAE, scored as a third row (None: skipped).
     `reference_guidance`: the front + back videos' reference guidance scale (`fashionflow.diffusion.Guidance`).
     `drive_with_poses`: both videos driven by the clip's own keypoints (ProFashion's pose-driven protocol), so
-    a frame faces the way the truth's does and the comparison isolates what the back view adds."""
+    a frame faces the way the truth's does and the comparison isolates what the back view adds.
+    `routed_init_strength`: the front + back videos' init strength where pose routing starts each frame from
+    its view (None: `init_strength`; the front-only videos have no view to start from but frame 0)."""
     rows = {name: [] for name in (*CONDITIONS, "truth_through_vae")}
     videos, started = [], time.perf_counter()
     for index, (entry, clip, yaw) in enumerate(clips):
@@ -160,7 +154,7 @@ def evaluate(pipe, clips, steps: int | None, seed: int, init_strength: float, lp
                               reference_keypoints=[[clip.keypoints[back_index]]] if references and poses is not None
                               else None,
                               reference_guidance_scale=reference_guidance if references else 1.0,
-                              routed_init=routed_init).frames[0]
+                              routed_init=routed_init, routed_init_strength=routed_init_strength).frames[0]
             rows[name].append(clip_scores(made[name], truth, clip.garment_mask, yaw, back_index, lpips))
         if through_vae is not None:
             rows["truth_through_vae"].append(clip_scores(through_vae(truth), truth, clip.garment_mask, yaw,
@@ -227,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="switch model.reference_pose_routing to this sharpness for the run (it has no weights, "
                              "so a model trained without it can be measured with it; 0 = off)")
     args = parser.parse_args(argv)
-    pipe, _, num_frames, steps, init_strength = load_for_evaluation(args)
+    pipe, _, num_frames, steps, init_strength, routed_init_strength = load_for_evaluation(args)
     if pipe.unet.references is None:
         print(f"error: {args.checkpoint} takes no reference images (model.max_references=0)", file=sys.stderr)
         return 1
@@ -247,13 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(pipe, turning_clips(dataset, args.limit, num_frames, height, width), steps, args.seed,
                           init_strength, lpips, through_vae=lambda frames: vae_roundtrip(pipe, frames),
                           reference_guidance=args.reference_guidance, drive_with_poses=args.drive_with_poses,
-                          routed_init=not args.no_routed_init)
+                          routed_init=not args.no_routed_init, routed_init_strength=routed_init_strength)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     videos = result.pop("videos")
     result.update(checkpoint=args.checkpoint, dataset=args.dataset, steps=steps, num_frames=num_frames,
-                  init_strength=init_strength, sampler=type(pipe.scheduler).__name__,
+                  init_strength=init_strength, routed_init_strength=routed_init_strength,
+                  sampler=type(pipe.scheduler).__name__,
                   reference_guidance=args.reference_guidance, drive_with_poses=args.drive_with_poses,
                   pose_routing=pipe.unet.config.get("reference_pose_routing", 0.0), routed_init=not args.no_routed_init)
     print(markdown_table(result))

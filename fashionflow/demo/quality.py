@@ -8,6 +8,9 @@ is known. All take uint8 videos [f, h, w, 3] (RGB) and return plain floats.
 - `figure_mask`: the pixels that differ from the studio background (estimated from the border).
 - `colour_histogram` / `histogram_distance`: a joint RGB histogram of the figure's pixels and
   the total-variation distance between two of them (0 = same colours, 1 = disjoint).
+- `colour_distance`: how far (0-255) the colours of two pixel sets are apart: the 1-D Wasserstein
+  distance per RGB channel, averaged. Unlike the histogram distance it grows with the size of a
+  colour shift, so shifts of a few levels that cross a bin edge do not read as new colours.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 HISTOGRAM_BINS = 8  # per channel: 512 joint RGB bins
+QUANTILES = np.linspace(0.0, 1.0, 32)  # where colour_distance compares the two distributions
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -61,6 +65,20 @@ def figure_colour_drift(video: np.ndarray) -> float:
     """Histogram distance between the figure's colours in the first and the last frame."""
     first, last = video[0], video[-1]
     return histogram_distance(colour_histogram(first, figure_mask(first)), colour_histogram(last, figure_mask(last)))
+
+
+def colour_distance(pixels: np.ndarray, reference: np.ndarray) -> float:
+    """1-D Wasserstein distance per RGB channel between two pixel sets [n, 3] (0-255), averaged."""
+    if len(pixels) == 0 or len(reference) == 0:
+        return 0.0
+    a, b = (np.quantile(x.astype(np.float64), QUANTILES, axis=0) for x in (pixels, reference))  # 32 3
+    return float(np.abs(a - b).mean())
+
+
+def mean_colour_distance(video: np.ndarray, reference: np.ndarray) -> float:
+    """Mean over frames of the `colour_distance` (0-255) between the figure's pixels and a reference frame's."""
+    target = reference[figure_mask(reference)]
+    return float(np.mean([colour_distance(f[figure_mask(f)], target) for f in video]))
 
 
 def mean_colour_drift(video: np.ndarray, reference: np.ndarray) -> float:

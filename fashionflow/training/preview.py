@@ -100,7 +100,8 @@ class PreviewMaker:
             references = [[r.float() / 255.0 for r in self.references]] if self.references else None
             output = pipeline(self.image.float() / 255.0, num_frames=cfg.sample.num_frames, reference_images=references,
                               num_inference_steps=cfg.train.sample_steps, guidance_scale=cfg.sample.guidance_scale,
-                              init_strength=cfg.sample.init_strength, generator=generator,
+                              init_strength=cfg.sample.init_strength,
+                              routed_init_strength=cfg.sample.routed_init_strength, generator=generator,
                               output_type="np", poses=self.poses, align=False,
                               reference_keypoints=self.reference_keypoints if references else None)
             frames = output.frames[0]  # f h w 3 uint8
