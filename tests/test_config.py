@@ -41,6 +41,7 @@ def test_dotted_overrides_are_typed():
     ("data.num_frames=71", "must be a multiple of 2"),
     ("data.height=600", "must be multiples of 128"),
     ("sample.init_strength=0", "sample.init_strength=0.0 must be in (0, 1]"),
+    ("sample.routed_init_strength=1.5", "sample.routed_init_strength=1.5 must be in (0, 1]"),
     ("model.dim_mults=[1,2]", "model.resnet_depths has 4 entries but model.dim_mults has 2"),
     ("trainlr", "must look like section.key=value"),
 ])
