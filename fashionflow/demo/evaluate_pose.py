@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fashionflow.demo import quality
 from fashionflow.demo.evaluate_demo import (evaluation_parser, load_for_evaluation, lpips_from_args,
                                              save_results, summarise, test_clips, vae_roundtrip)
 from fashionflow.metrics.paired import psnr_per_frame, ssim_per_frame
@@ -50,10 +51,12 @@ def lpips_per_frame(model, video: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def clip_scores(video: np.ndarray, truth: np.ndarray, lpips=None) -> dict:
     """Frames 1.. of a uint8 video [f, h, w, 3] against the ground truth (frame 0 is the input):
-    mean SSIM, PSNR (and LPIPS), and the PSNR of each frame `psnr_by_frame` [f - 1]."""
+    mean SSIM, PSNR (and LPIPS), the PSNR of each frame `psnr_by_frame` [f - 1], and
+    `psnr_pooled`, the PSNR of the clip's mean squared error (frames 1.. as one signal: a frame
+    matched almost exactly cannot make up for a badly missed one, as it can in the mean of dBs)."""
     psnr = psnr_per_frame(video[1:], truth[1:])
     scores = {"ssim": float(ssim_per_frame(video[1:], truth[1:]).mean()), "psnr": float(psnr.mean()),
-              "psnr_by_frame": psnr}
+              "psnr_pooled": quality.psnr(video[1:], truth[1:]), "psnr_by_frame": psnr}
     if lpips is not None:
         scores["lpips"] = float(lpips_per_frame(lpips, video[1:], truth[1:]).mean())
     return scores
@@ -103,14 +106,15 @@ def scored(result: dict) -> list[str]:
 def markdown_table(result: dict) -> str:
     names = {"ssim": "SSIM vs ground truth, frames 1.. (higher better)",
              "psnr": "PSNR vs ground truth, frames 1.. (dB, higher better)",
+             "psnr_pooled": "PSNR of the clip's mean squared error, frames 1.. (dB)",
              "lpips": "LPIPS vs ground truth, frames 1.. (lower better)"}
     columns = scored(result)
     lines = ["| measure | " + " | ".join(LABELS[m] for m in columns) + " |",
              "| --- " * (len(columns) + 1) + "|"]
     for key in names:
         if key in result["pose_driven"]:
-            lines.append(f"| {names[key]} | " + " | ".join(f"{result[m][key]:.3f}" if key != "psnr" else
-                                                          f"{result[m][key]:.1f}" for m in columns) + " |")
+            lines.append(f"| {names[key]} | " + " | ".join(f"{result[m][key]:.1f}" if key.startswith("psnr") else
+                                                          f"{result[m][key]:.3f}" for m in columns) + " |")
     return "\n".join(lines)
 
 
