@@ -129,6 +129,7 @@ def load_reference_poses(paths) -> tuple:
 
 def settings_from(args, cfg, pipe):
     """CLI values, else the checkpoint's config.yaml `sample` section, else the released defaults."""
+    from fashionflow.config import routed_init_strength
     from fashionflow.diffusion import default_steps
     from fashionflow.generate import Settings
 
@@ -142,9 +143,7 @@ def settings_from(args, cfg, pipe):
                     pose_guidance=pick(args.pose_guidance, "pose_guidance_scale", 1.0),  # generate_all: only with poses
                     reference_guidance=pick(args.reference_guidance, "reference_guidance_scale", 1.0),  # and references
                     init_strength=pick(args.init_strength, "init_strength", 1.0),
-                    routed_init_strength=args.routed_init_strength if args.routed_init_strength is not None
-                    else args.init_strength if args.init_strength is not None
-                    else sample.routed_init_strength if sample else None,
+                    routed_init_strength=routed_init_strength(args.routed_init_strength, args.init_strength, sample),
                     seed=pick(args.seed, "seed", 0),
                     fps=pick(args.fps, "fps", 25.0), decode_chunk_size=pick(args.decode_chunk_size, "decode_chunk_size", 8),
                     resize=args.resize, precision=args.precision, overwrite=args.overwrite,

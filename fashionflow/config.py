@@ -201,6 +201,18 @@ class SampleConfig:
     output_range: Literal["auto", "clamp01", "from_minus1"] = "auto"
 
 
+
+def routed_init_strength(given: Optional[float], init_strength: Optional[float],
+                         sample: Optional[SampleConfig]) -> Optional[float]:
+    """The routed start's strength from command-line values: `given` (--routed-init-strength),
+    else a given `init_strength` (--init-strength alone sets both), else the config's
+    sample.routed_init_strength (None: the pipeline uses init_strength)."""
+    if given is not None:
+        return given
+    if init_strength is not None:
+        return init_strength
+    return sample.routed_init_strength if sample is not None else None
+
 @dataclass
 class FashionFlowConfig:
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fashionflow.config import routed_init_strength
 from fashionflow.demo import quality
 from fashionflow.diffusion import SAMPLERS
 from fashionflow.synthetic import render_clip
@@ -218,9 +219,8 @@ def load_for_evaluation(args) -> tuple:
     num_frames = cfg.sample.num_frames if cfg is not None else manifest["num_frames"]
     steps = args.steps or (cfg.sample.num_inference_steps if cfg is not None else None)
     init_strength = args.init_strength or (cfg.sample.init_strength if cfg is not None else 1.0)
-    routed = cfg.sample.routed_init_strength if cfg is not None else None
-    routed_init_strength = args.routed_init_strength or args.init_strength or routed or init_strength
-    return pipe, cfg, num_frames, steps, init_strength, routed_init_strength
+    routed = routed_init_strength(args.routed_init_strength, args.init_strength, cfg.sample if cfg is not None else None)
+    return pipe, cfg, num_frames, steps, init_strength, routed if routed is not None else init_strength
 
 
 def main(argv: list[str] | None = None) -> int:
