@@ -257,15 +257,19 @@ class FashionFlowPipeline(DiffusionPipeline):
         """Each frame's clean start for init_strength < 1 with pose routing: the latents of the
         views (the image, the references) weighted as the frame's routing weighs them, so a
         back-facing frame starts from the back view where it would start from the front image
-        ([b, c, f, h, w]); None without routing inputs (frame 0 repeated, as released)."""
+        ([b, c, f, h, w]); None without routing inputs or when no frame can draw on a reference
+        (all masked or of unknown pose): frame 0 repeated, as released."""
         if reference_latents is None or "pose_keypoints" not in conditions:
             return None
         from fashionflow.pose.similarity import view_logits
 
         mask = conditions["reference_mask"]
         posed = conditions.get("pose_mask", torch.ones(len(mask), dtype=torch.bool, device=mask.device))
-        weights = view_logits(conditions["pose_keypoints"], conditions["reference_keypoints"], mask, posed,
-                              self.unet.config.reference_pose_routing).softmax(-1)  # b f (1 + r)
+        logits = view_logits(conditions["pose_keypoints"], conditions["reference_keypoints"], mask, posed,
+                             self.unet.config.reference_pose_routing)  # b f (1 + r)
+        if torch.isneginf(logits[..., 1:]).all():
+            return None
+        weights = logits.softmax(-1)
         views = torch.cat((first_frame.float()[:, None], reference_latents.to(first_frame.device)), dim=1)
         return torch.einsum("bfv,bvchw->bcfhw", weights.float(), views)
 

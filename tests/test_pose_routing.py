@@ -369,8 +369,9 @@ def test_routed_start_begins_each_frame_from_the_view_it_is_posed_like(tmp_path)
     start = pipe.routed_start(image_latent, back_latent, conditions)  # b c f h w
     for frame, view in ((0, image_latent[0]), (1, image_latent[0]), (2, back_latent[0, 0]), (3, back_latent[0, 0])):
         torch.testing.assert_close(start[0, :, frame], view, atol=1e-4, rtol=0)
-    unposed = pipe.routed_start(image_latent, back_latent, {**conditions, "pose_mask": torch.tensor([False])})
-    torch.testing.assert_close(unposed, image_latent[:, :, None].expand_as(unposed))  # pose dropped: frame 0 repeated
+    # pose dropped, or the reference's pose unknown: no frame has a view of its own, frame 0 repeated (None)
+    assert pipe.routed_start(image_latent, back_latent, {**conditions, "pose_mask": torch.tensor([False])}) is None
+    assert pipe.routed_start(image_latent, back_latent, {**conditions, "reference_keypoints": torch.zeros(1, 1, 18, 3)}) is None
     assert pipe.routed_start(image_latent, None, conditions) is None
     # the sampler noises these starts where it would noise frame 0 repeated
     scheduler = make_scheduler(cfg.diffusion)
@@ -390,16 +391,21 @@ def test_routed_init_strength_applies_only_where_frames_start_from_their_views(t
     poses = motion_keypoints("turn", 4)
     image, back = torch.rand(3, 128, 128), torch.rand(3, 128, 128)
 
-    def run(references, **kwargs):
+    def run(references, reference_pose=poses[2], **kwargs):
         return pipe(image, num_inference_steps=10, generator=[torch.Generator().manual_seed(0)], output_type="latent",
                     poses=poses, align=False, reference_images=references,
-                    reference_keypoints=[[poses[2]]] if references else None, **kwargs).frames
+                    reference_keypoints=[[reference_pose]] if references else None, **kwargs).frames
 
     routed = run([[back]], init_strength=0.9, routed_init_strength=0.3)
     torch.testing.assert_close(routed, run([[back]], init_strength=0.3), rtol=0, atol=0)
     assert not torch.equal(routed, run([[back]], init_strength=0.9))
     torch.testing.assert_close(run(None, init_strength=0.9, routed_init_strength=0.3), run(None, init_strength=0.9),
                                rtol=0, atol=0)
+    # a reference of unknown pose: no frame starts from it, so the routed strength does not apply
+    unknown = np.zeros_like(poses[2])
+    torch.testing.assert_close(run([[back]], unknown, init_strength=0.9, routed_init_strength=0.3),
+                               run([[back]], unknown, init_strength=0.9), rtol=0, atol=0)
+    assert not torch.equal(run([[back]], unknown, init_strength=0.9), run([[back]], unknown, init_strength=0.3))
     # routed_init=False: frames start from frame 0, so the routed strength does not apply either
     torch.testing.assert_close(run([[back]], init_strength=0.9, routed_init_strength=0.3, routed_init=False),
                                run([[back]], init_strength=0.9, routed_init=False), rtol=0, atol=0)
