@@ -265,6 +265,32 @@ def test_v_prediction_target_and_zero_terminal_snr():
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm"])
+def test_zero_snr_v_prediction_samples_from_pure_noise_to_the_data(sampler):
+    """With one video as the data, the exact v-predictor takes pure noise to that video through the
+    sampling loop, the zero-SNR first step (abar ~ 0 at t = 999, trailing spacing) included; frame 0
+    stays the image latent throughout."""
+    from fashionflow.config import DiffusionConfig
+    from fashionflow.diffusion import make_scheduler, sample_video_latents
+
+    cfg = DiffusionConfig(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    scheduler = make_scheduler(cfg, sampler)
+    video = torch.randn(1, 4, 5, 6, 6, generator=torch.Generator().manual_seed(3))  # [b, c, f, h, w]
+    abars = scheduler.alphas_cumprod.double()
+    seen = []
+
+    def exact_v(noisy, timesteps, context):  # v = sqrt(abar) eps - sqrt(1 - abar) x0, eps read off x_t
+        abar = abars[timesteps[0]]
+        seen.append(int(timesteps[0]))
+        eps = (noisy.double() - abar.sqrt() * video) / (1 - abar).sqrt()
+        return (abar.sqrt() * eps - (1 - abar).sqrt() * video).float()
+
+    out = sample_video_latents(exact_v, scheduler, torch.zeros(1, 2, 3), video[:, :, 0], num_frames=5,
+                               num_inference_steps=10, generator=[torch.Generator().manual_seed(0)])
+    assert seen[0] == 999 and abars[999] < 1e-6  # the first step sees (almost) no signal
+    torch.testing.assert_close(out, video, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm"])
 def test_timestep_spacing_option(sampler):
     from fashionflow.config import DiffusionConfig
     from fashionflow.diffusion import make_scheduler, switch_sampler
