@@ -201,7 +201,6 @@ class SampleConfig:
     output_range: Literal["auto", "clamp01", "from_minus1"] = "auto"
 
 
-
 def routed_init_strength(given: Optional[float], init_strength: Optional[float],
                          sample: Optional[SampleConfig]) -> Optional[float]:
     """The routed start's strength from command-line values: `given` (--routed-init-strength),
@@ -212,6 +211,7 @@ def routed_init_strength(given: Optional[float], init_strength: Optional[float],
     if init_strength is not None:
         return init_strength
     return sample.routed_init_strength if sample is not None else None
+
 
 @dataclass
 class FashionFlowConfig:

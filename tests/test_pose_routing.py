@@ -321,7 +321,8 @@ def test_inference_cli_reference_poses(tmp_path, capsys, monkeypatch):
     assert "one keypoint file per --reference image: 2 for 1" in capsys.readouterr().err
     assert inference.main(common + ["--reference-pose", str(tmp_path / "missing.npy")]) == 2
     assert "error: reference poses:" in capsys.readouterr().err
-    # the routed start's strength: the config's, else --init-strength, else --routed-init-strength
+    # the routed start's strength, three runs: the config's; --init-strength alone (it sets both);
+    # --routed-init-strength beside it
     seen, original = [], type(pipe).__call__
 
     def spy(self, *args, **kwargs):

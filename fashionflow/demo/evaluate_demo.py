@@ -135,11 +135,11 @@ def evaluate(pipe, clips: list[dict], num_frames: int, height: int, width: int, 
             f"first-frame PSNR {per_model[-1]['first_frame_psnr']:.1f} dB")
     seconds = time.perf_counter() - started
     model, baseline, truth, vae = (summarise(rows) for rows in (per_model, per_baseline, per_truth, per_vae))
-    chance = chance_colour_measures([truth for truth, _ in videos])
+    chance = chance_colour_measures([truth for truth, _ in videos]) or {"drift": None, "distance": None}
     return {"clips": len(clips), "seconds": round(seconds, 1), "model": model, "baseline": baseline,
             "truth": truth, "truth_through_vae": vae,
-            "colour_drift_chance": chance and chance["drift"], "colour_distance_chance": chance and chance["distance"],
-            "verdict": verdict(model, truth, vae, chance and chance["drift"]), "videos": videos}
+            "colour_drift_chance": chance["drift"], "colour_distance_chance": chance["distance"],
+            "verdict": verdict(model, truth, vae, chance["drift"]), "videos": videos}
 
 
 def markdown_table(result: dict) -> str:
