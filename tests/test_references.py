@@ -371,6 +371,7 @@ def test_reference_evaluation_on_a_turning_clip():
     assert result["front_and_back"]["back_colour"] == 0 and result["front_only"]["back_colour"] > 5
     assert result["verdict"]["back_errors_30_percent_lower"] and result["verdict"]["front_no_worse"]
     assert "| back-facing frames: garment colour error (0-255) |" in ev.markdown_table(result)
+    assert result["front_only"]["motion"] == 0 and result["front_and_back"]["motion"] > 1  # the input held still
     *shown, scored = result["videos"][0]
     assert scored  # back-facing frames were left to score: the clip the strip shows
     strip = ev.frame_strip(*shown)
@@ -403,7 +404,7 @@ def test_evaluate_references_command(ref_pipeline, tmp_path, monkeypatch, capsys
     assert ev.main(args) == 0
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["clips"] == 1 and set(result["front_only"]) == {"back_colour", "back_pattern", "front_colour",
-                                                                  "front_pattern", "ssim", "psnr"}
+                                                                  "front_pattern", "ssim", "psnr", "motion"}
     assert set(result["truth_through_vae"]) == set(result["front_only"])
     assert np.asarray(Image.open(tmp_path / "strip.png")).shape == (3 * 128, 10 * 128, 3)
     assert "front + back view" in capsys.readouterr().out

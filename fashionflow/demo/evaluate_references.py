@@ -24,7 +24,9 @@ Against the ground truth, per frame:
 averaged over back-facing frames (|yaw - 180| < 45) and front-facing ones (|yaw| < 45), frame 0
 (the input) and the back view's own frame and its neighbours (+-1) left out, so the back view is
 not scored against itself. Also SSIM / PSNR (and LPIPS with its weights) of frames 1.. against
-the truth (ProFashion's paired protocol, `fashionflow.metrics`). The ground truth passed through
+the truth (ProFashion's paired protocol, `fashionflow.metrics`), and the motion (mean
+frame-to-frame change, `quality.motion`): a video that holds a view still (a low
+`routed_init_strength`) can score well on the garment errors and still fail to move. The ground truth passed through
 the pipeline's VAE is scored too: the best any video from this VAE can do. Only clips whose
 frame 0 faces the camera are used. The target of issue 12: the back frames' errors at least
 30 % lower with the back view, the front frames' no worse.
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashionflow.demo.quality import colour_distance
+from fashionflow.demo.quality import colour_distance, motion
 from fashionflow.synthetic import render_clip
 
 FACING_DEGREES = 45.0  # a frame faces front (back) when its yaw is within this of 0 (180)
@@ -77,7 +79,7 @@ def lpips_per_frame(model, video: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def clip_scores(video: np.ndarray, truth: np.ndarray, masks: np.ndarray, yaw: np.ndarray, back_index: int,
                 lpips=None) -> dict[str, float]:
-    """Garment errors on back- and front-facing frames, SSIM / PSNR / LPIPS over frames 1.."""
+    """Garment errors on back- and front-facing frames, SSIM / PSNR / LPIPS over frames 1.., motion."""
     from fashionflow.metrics.paired import psnr_per_frame, ssim_per_frame
 
     back, front = facing(yaw)
@@ -89,7 +91,7 @@ def clip_scores(video: np.ndarray, truth: np.ndarray, masks: np.ndarray, yaw: np
     scores = {"back_colour": mean(colour, back & scored), "back_pattern": mean(pattern, back & scored),
               "front_colour": mean(colour, front & scored), "front_pattern": mean(pattern, front & scored),
               "ssim": float(ssim_per_frame(video[1:], truth[1:]).mean()),
-              "psnr": float(np.mean(psnr_per_frame(video[1:], truth[1:])))}
+              "psnr": float(np.mean(psnr_per_frame(video[1:], truth[1:]))), "motion": motion(video)}
     if lpips is not None:
         scores["lpips"] = float(lpips_per_frame(lpips, video[1:], truth[1:]).mean())
     return scores
@@ -178,7 +180,8 @@ def markdown_table(result: dict) -> str:
              "front_colour": "front-facing frames: garment colour error (0-255)",
              "front_pattern": "front-facing frames: garment pattern error (0-255)",
              "ssim": "SSIM vs truth, frames 1.. (higher better)", "psnr": "PSNR vs truth, frames 1.. (dB)",
-             "lpips": "LPIPS vs truth, frames 1.. (lower better)"}
+             "lpips": "LPIPS vs truth, frames 1.. (lower better)",
+             "motion": "motion: mean frame-to-frame change (0-255)"}
     reduction = result["verdict"]["reduction"]
     vae = result.get("truth_through_vae")
     lines = ["| measure | front image only | front + back view | change | truth through the VAE |",
