@@ -26,6 +26,19 @@ class ConfigError(ValueError):
     """A preset or an override names an unknown key or gives a bad value."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error: plain YAML keeps
+    the last silently, so a section or setting written twice would lose the first without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise yaml.constructor.ConstructorError(problem=f"{', '.join(repeated)} given twice",
+                                                    problem_mark=node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 @dataclass
 class ModelConfig:
     """Space-time U-Net and conditioning adapter (FASHIONFLOW.md, "Latent U-Net")."""
@@ -373,7 +386,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         with open(path) as handle:
-            data = yaml.safe_load(handle) or {}
+            try:
+                data = yaml.load(handle, Loader=_UniqueKeyLoader) or {}
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                where = f", line {mark.line + 1}" if mark is not None else ""
+                problem = getattr(error, "problem", None) or str(error)
+                raise ConfigError(f"config file {path}{where}: {problem}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
     data = {section: dict(values or {}) for section, values in data.items()}

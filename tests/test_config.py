@@ -59,6 +59,19 @@ def test_unknown_key_in_a_preset_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("model:\n  base_dim: 24\ntrain:\n  lr: 1.0e-4\nmodel:\n  groups: 8\n", "line 1: model given twice"),
+    ("model:\n  base_dim: 24\n  base_dim: 32\n", "line 2: base_dim given twice"),
+    ("model: [\n", "line 2: expected the node content"),
+])
+def test_a_preset_with_a_repeated_key_or_broken_yaml_is_one_clear_error(tmp_path, text, message):
+    """Plain YAML keeps the last of two equal keys; a section written twice would lose the first."""
+    path = tmp_path / "preset.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"config file {path}, {message}"):
+        load_config(path)
+
+
 def test_output_range_auto_follows_the_preprocessing_and_explicit_values_win():
     from fashionflow.pipeline import resolve_output_range
 
