@@ -21,6 +21,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="YAML preset, e.g. configs/fashionflow.yaml")
     parser.add_argument("--latents", required=True, help="folder written by project_latent_space.py")
     parser.add_argument("--output-dir", required=True, help="run folder: checkpoints/, samples/, tensorboard/")
+    parser.add_argument("--val-latents", default=None,
+                        help="projected held-out clips: every train.val_every steps the held-out loss goes to "
+                             "validation.jsonl and TensorBoard (val/loss)")
     parser.add_argument("--init", default=None,
                         help="initial weights for a new run: a checkpoint folder with unet/ and adapter/ "
                              "(e.g. the converted released model) or the authors' .pth file")
@@ -46,7 +49,8 @@ def main(argv=None) -> int:
         return 2
     ctx = init_distributed(args.device)
     try:
-        result = train(cfg, args.latents, args.output_dir, init=args.init, ctx=ctx, dry_run=args.dry_run)
+        result = train(cfg, args.latents, args.output_dir, init=args.init, ctx=ctx, dry_run=args.dry_run,
+                       val_latents=args.val_latents)
     except (LatentDatasetError, CheckpointError, NonFiniteLossError, MissingWeightsError, ConfigError) as error:
         if ctx.is_main:
             print(f"error: {error}", file=sys.stderr, flush=True)

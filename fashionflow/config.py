@@ -184,6 +184,11 @@ class TrainConfig:
     validation_image: Optional[str] = None  # preview conditioning image; None = the first training clip's
     sample_sampler: Literal["ddpm", "ddim", "dpm"] = "ddim"  # training-time previews (released: 1000-step DDPM)
     sample_steps: int = 25
+    # held-out loss (`train.py --val-latents DIR`): every `val_every` steps, the EMA weights'
+    # denoising loss on the first `val_clips` clips at `val_timesteps` fixed timesteps, fixed draws
+    val_every: int = 1000  # steps; 0 disables
+    val_clips: int = 16
+    val_timesteps: int = 5
 
 
 @dataclass
@@ -286,9 +291,11 @@ class FashionFlowConfig:
         if self.train.compile_mode is not None and self.train.compile_backend != "inductor":
             raise ConfigError(f"train.compile_mode={self.train.compile_mode!r} needs train.compile_backend=inductor "
                               f"(got {self.train.compile_backend!r})")
-        for name in ("batch_size", "grad_accum_steps", "keep_last"):
+        for name in ("batch_size", "grad_accum_steps", "keep_last", "val_clips", "val_timesteps"):
             if getattr(self.train, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1")
+        if self.train.val_every < 0:
+            raise ConfigError(f"train.val_every={self.train.val_every} must be >= 0 (0 = off)")
         return self
 
 

@@ -441,3 +441,70 @@ def test_new_conditions_only_training_leaves_the_base_model_untouched(setup, tmp
     assert any(k.startswith("references.") and v.abs().sum() > 0 for k, v in after.items())  # they trained
     with pytest.raises(ValueError, match="new_conditions needs a model with new conditions"):
         train(tiny_cfg(setup, "train.trainable=new_conditions", "train.max_steps=1"), setup[1], tmp_path / "none")
+
+
+# ------------------------------------------------------------------------ held-out loss
+
+def test_held_out_loss_is_logged_resumes_and_leaves_training_untouched(setup, straight_run, tmp_path):
+    from fashionflow.training.validation import main as validation_main
+
+    cfg, plain, result = straight_run
+    extra = ["train.ema_decay=0.9", "train.cond_dropout=0.5", "train.grad_accum_steps=2", "train.warmup_steps=2",
+             "train.grad_clip=1.0", "train.sample_every=4", "train.sample_steps=2", "train.keep_last=2",
+             "train.val_every=2", "train.val_clips=3", "train.val_timesteps=2"]
+    held_out = write_clips(tmp_path / "held_out", cfg, count=3)
+    run = tmp_path / "run"
+    validated = train(tiny_cfg(setup, *extra), setup[1], run, val_latents=held_out)
+    assert validated.losses == result.losses  # validation draws nothing from the training's RNG
+    for folder in ("unet", "training/unet"):
+        a, b = (ckpt.load_weights(r / "checkpoints/step-0000004" / folder) for r in (plain, run))
+        assert all(torch.equal(a[k], b[k]) for k in a), folder
+    records = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4] and all(r["clips"] == 3 for r in records)
+    assert all(r["loss"] == pytest.approx((r["loss_t250"] + r["loss_t750"]) / 2) and r["loss"] > 0 for r in records)
+    tags = read_tensorboard(run / "tensorboard")
+    assert [step for step, _ in tags["val/loss"]] == [2, 4] and [s for s, _ in tags["val/loss_t750"]] == [2, 4]
+
+    # the CLI on the step-4 checkpoint (its EMA weights) gives what the run logged at step 4
+    summary = tmp_path / "held_out.json"
+    args = ["--config", str(ROOT / "configs/tiny.yaml"), "--checkpoint", str(run / "checkpoints/step-0000004"),
+            "--latents", str(held_out), "--timesteps", "2", "--output", str(summary), *extra, *setup[0]]
+    assert validation_main(args) == 0
+    assert json.loads(summary.read_text())["loss"] == pytest.approx(records[1]["loss"], rel=1e-5)
+
+    shutil.rmtree(run / "checkpoints" / "step-0000004")  # killed after step 2's checkpoint: step 4 is redone once
+    torch.set_num_threads(1)
+    train(tiny_cfg(setup, *extra), setup[1], run, val_latents=held_out)
+    again = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in again] == [2, 4] and again[1]["loss"] == pytest.approx(records[1]["loss"])
+
+
+def test_held_out_loss_is_deterministic_and_restores_mode_and_rng(setup):
+    from fashionflow.diffusion import make_scheduler
+    from fashionflow.data import LatentClipDataset
+    from fashionflow.models import build_models
+    from fashionflow.training.validation import validation_loss, validation_timesteps
+
+    assert validation_timesteps(1000, 5) == [100, 300, 500, 700, 900] and validation_timesteps(1000, 1) == [500]
+    cfg = tiny_cfg(setup, "train.cond_dropout=0.9")  # dropout would drop the condition: validation keeps it
+    unet, adapter = build_models(cfg.model)
+    model = loop.DenoisingLoss(unet, adapter, make_scheduler(cfg.diffusion), cfg.diffusion).train()
+    dataset = LatentClipDataset(setup[1], cfg)
+    state = torch.get_rng_state()
+    first = validation_loss(model, dataset, cfg, torch.device("cpu"), clips=2, timesteps=[10, 990])
+    assert torch.equal(torch.get_rng_state(), state) and model.training
+    assert validation_loss(model, dataset, cfg, torch.device("cpu"), clips=2, timesteps=[10, 990]) == first
+    assert first.clips == 2 and set(first.per_timestep) == {10, 990}
+    assert first.per_timestep[10] != first.per_timestep[990]  # each timestep scored on its own
+    three = validation_loss(model, dataset, cfg, torch.device("cpu"), clips=3, timesteps=[10, 990])
+    assert three.loss != first.loss  # a third clip counts
+
+
+def test_held_out_loss_cli_reports_a_wrong_folder_in_one_line(setup, tmp_path, capsys):
+    from fashionflow.training.validation import main as validation_main
+
+    args = ["--config", str(ROOT / "configs/tiny.yaml"), "--checkpoint", str(tmp_path), "--latents",
+            str(tmp_path / "missing"), *setup[0]]
+    assert validation_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "missing" in err and "does not exist" in err and "\n" not in err

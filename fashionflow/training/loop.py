@@ -45,6 +45,7 @@ from fashionflow.training import checkpoint as ckpt
 from fashionflow.training.ema import ModelEMA
 from fashionflow.training.optim import build_lr_scheduler, build_optimizer
 from fashionflow.training.sampler import StepOrder, StepSampler
+from fashionflow.training.validation import VALIDATION_FILE, validation_loss
 from fashionflow.utils import atomic_write_text
 
 
@@ -226,16 +227,16 @@ def _open_writer(run_dir: Path, start_step: int, ctx: DistributedContext):
     return SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
 
 
-def _truncate_metrics(run_dir: Path, start_step: int) -> None:
-    """On resume, drop metrics.jsonl records of steps after the checkpoint (they are recomputed)."""
-    path = run_dir / "metrics.jsonl"
+def _truncate_metrics(run_dir: Path, start_step: int, name: str = "metrics.jsonl") -> None:
+    """On resume, drop records of steps after the checkpoint (they are recomputed)."""
+    path = run_dir / name
     if path.is_file():
         kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= start_step]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def _append_metrics(run_dir: Path, record: dict) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as handle:
+def _append_metrics(run_dir: Path, record: dict, name: str = "metrics.jsonl") -> None:
+    with open(run_dir / name, "a") as handle:
         handle.write(json.dumps(record) + "\n")
 
 
@@ -296,22 +297,28 @@ def build_parts(cfg: FashionFlowConfig, unet, adapter, end_step: int, device: to
 
 
 def train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, *, init: str | Path | None = None,
-          ctx: Optional[DistributedContext] = None, dry_run: bool = False) -> TrainResult:
+          ctx: Optional[DistributedContext] = None, dry_run: bool = False,
+          val_latents: str | Path | None = None) -> TrainResult:
     """Train (or resume) into `run_dir`; see the module docstring. Returns the losses it computed.
+
+    `val_latents`: projected held-out clips; every `train.val_every` steps rank 0 scores the EMA
+    weights on them (`validation.validation_loss`) into `validation.jsonl` and TensorBoard `val/`.
 
     `train.tf32` and `train.deterministic` hold for the whole run and are undone afterwards.
     """
     with tf32(True if cfg.train.tf32 else None), deterministic(cfg.train.deterministic):
-        return _train(cfg, latents_dir, run_dir, init=init, ctx=ctx, dry_run=dry_run)
+        return _train(cfg, latents_dir, run_dir, init=init, ctx=ctx, dry_run=dry_run, val_latents=val_latents)
 
 
-def _train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, *, init, ctx, dry_run) -> TrainResult:
+def _train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path, *, init, ctx, dry_run,
+           val_latents) -> TrainResult:
     from fashionflow.data import LatentClipDataset
     from fashionflow.training.preview import PreviewMaker
 
     ctx = ctx or init_distributed()
     run_dir, t = Path(run_dir), cfg.train
     dataset = LatentClipDataset(latents_dir, cfg)  # a wrong folder fails here, before any compute
+    held_out = LatentClipDataset(val_latents, cfg) if val_latents is not None and t.val_every else None
     order = StepOrder(len(dataset), t.batch_size, t.grad_accum_steps, ctx.world_size, ctx.rank, t.seed)
     end_step = total_steps(cfg, order)
 
@@ -337,6 +344,7 @@ def _train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path,
             log(f"removed a half-written checkpoint {stale.name} (a run stopped while saving)", ctx)
         save_config(cfg, run_dir / "config.yaml")
         _truncate_metrics(run_dir, start_step)
+        _truncate_metrics(run_dir, start_step, VALIDATION_FILE)
     preview = PreviewMaker(cfg, dataset, run_dir, ctx) if ctx.is_main else None
     barrier(ctx)
 
@@ -376,6 +384,11 @@ def _train(cfg: FashionFlowConfig, latents_dir: str | Path, run_dir: str | Path,
                     preview.make(unet, adapter, done, writer)
             wait_for_main(ctx)  # the other ranks wait here, not in the next NCCL all-reduce
             clock = time.perf_counter()  # previews are not training time
+        if held_out is not None and (done % t.val_every == 0 or done == end_step):
+            if ctx.is_main:
+                _validate(run_dir, done, cfg, parts, held_out, writer, progress, ctx)
+            wait_for_main(ctx)
+            clock = time.perf_counter()
         if done % t.checkpoint_every == 0 or done == end_step:
             result.last_checkpoint = _save(run_dir, done, record["epoch"], order, cfg, parts, preview, ctx)
             clock = time.perf_counter()
@@ -464,6 +477,20 @@ def _log_step(run_dir: Path, record: dict, end_step: int, log_every: int, writer
         progress.write(f"step {done}/{end_step}  epoch {record['epoch']}  loss {record['loss']:.5f}  "
                        f"lr {record['lr']:.3g}  grad-norm {record['grad_norm']:.3g}  "
                        f"{record['samples_per_s']:.2f} samples/s")
+
+
+def _validate(run_dir: Path, step: int, cfg: FashionFlowConfig, parts: TrainingParts, held_out, writer, progress,
+              ctx: DistributedContext) -> None:
+    """Held-out loss of the EMA weights (the ones checkpoints bundle) into validation.jsonl and TensorBoard."""
+    model = DenoisingLoss(parts.unet, parts.adapter, make_scheduler(cfg.diffusion), cfg.diffusion)
+    with parts.ema.averaged_weights() if parts.ema is not None else contextlib.nullcontext():
+        with autocast(ctx.device, MIXED_PRECISION[cfg.train.mixed_precision]):
+            result = validation_loss(model, held_out, cfg, ctx.device, clips=cfg.train.val_clips)
+    _append_metrics(run_dir, result.record(step), VALIDATION_FILE)
+    writer.add_scalar("val/loss", result.loss, step)
+    for timestep, value in result.per_timestep.items():
+        writer.add_scalar(f"val/loss_t{timestep}", value, step)
+    progress.write(f"step {step}: held-out loss {result.loss:.5f} over {result.clips} clips")
 
 
 def _save(run_dir, step, epoch, order, cfg, parts: TrainingParts, preview, ctx) -> Path:
