@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -493,8 +494,11 @@ def split_of(index: int, num_videos: int, test_fraction: float) -> str:
 
 def generate_dataset(output_dir: str | Path, num_videos: int, seed: int = 0, num_frames: int = 32,
                      height: int = 128, width: int = 128, test_fraction: float = 1 / 6, fps: float = 25.0,
-                     log=print) -> list[dict]:
-    """Write `num_videos` clips to output_dir/{train,test}/synthetic_NNNNN.mp4 and a manifest."""
+                     log=print, prefix: str = "synthetic") -> list[dict]:
+    """Write `num_videos` clips to output_dir/{train,test}/PREFIX_NNNNN.mp4 and a manifest.
+
+    Datasets of other seeds written with other prefixes project into one latents folder without
+    their names colliding (projection skips a clip whose name is already there)."""
     from fashionflow.utils import atomic_write_text
     from fashionflow.video_io import write_mp4
 
@@ -504,7 +508,7 @@ def generate_dataset(output_dir: str | Path, num_videos: int, seed: int = 0, num
         split = split_of(index, num_videos, test_fraction)
         seed_i = clip_seed(seed, index)
         clip = render_clip(seed_i, num_frames, height, width)
-        path = output_dir / split / f"synthetic_{index:05d}.mp4"
+        path = output_dir / split / f"{prefix}_{index:05d}.mp4"
         write_mp4(path, clip.frames, fps=fps)
         write_pose_sidecar(path, clip.keypoints, clip.yaw)
         entries.append({"file": f"{split}/{path.name}", "split": split, "seed": seed_i, **clip.figure.describe()})
@@ -524,14 +528,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--test-fraction", type=float, default=1 / 6, help="share of clips in test/ (UBC: 100 of 600)")
+    parser.add_argument("--prefix", default="synthetic",
+                        help="clip names PREFIX_NNNNN.mp4: give datasets of other seeds their own, so their latents "
+                             "can share a folder")
     args = parser.parse_args(argv)
     if args.num_videos < 1:
         parser.error("--num-videos must be at least 1")
     if not 0 <= args.test_fraction < 1:
         parser.error("--test-fraction must be in [0, 1)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", args.prefix):
+        parser.error(f"--prefix {args.prefix!r}: letters, digits, '_' and '-' only (it names files)")
     started = time.perf_counter()
     entries = generate_dataset(args.output_dir, args.num_videos, args.seed, args.frames, args.height, args.width,
-                               args.test_fraction, args.fps)
+                               args.test_fraction, args.fps, prefix=args.prefix)
     num_test = sum(e["split"] == "test" for e in entries)
     print(f"wrote {len(entries) - num_test} train and {num_test} test clips of {args.frames} frames "
           f"({args.height}x{args.width}) to {args.output_dir} in {time.perf_counter() - started:.1f} s")

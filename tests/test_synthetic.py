@@ -94,6 +94,24 @@ def test_generate_dataset_layout_manifest_and_reproducible_videos(tmp_path):
     assert np.abs(frames.astype(int) - clip.frames.astype(int)).mean() < 4
 
 
+def test_prefix_names_clips_so_datasets_of_other_seeds_can_share_a_folder(tmp_path, capsys):
+    args = ["--num-videos", "2", "--frames", "4", "--height", "32", "--width", "32", "--test-fraction", "0"]
+    assert synthetic.main(["--output-dir", str(tmp_path / "a"), "--seed", "21", "--prefix", "s21", *args]) == 0
+    assert synthetic.main(["--output-dir", str(tmp_path / "b"), "--seed", "22", "--prefix", "s22", *args]) == 0
+    names_a = sorted(p.name for p in (tmp_path / "a" / "train").iterdir())
+    assert names_a == ["s21_00000.mp4", "s21_00000.pose.npz", "s21_00001.mp4", "s21_00001.pose.npz"]
+    assert not {p.stem for p in (tmp_path / "b" / "train").glob("*.mp4")} & {n[:-4] for n in names_a if n.endswith(".mp4")}
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["clips"][1]["file"] == "train/s22_00001.mp4"
+    assert manifest["clips"][1]["seed"] == synthetic.clip_seed(22, 1)
+    # the sidecar follows the video's name
+    sidecar = synthetic.read_pose_sidecar(tmp_path / "b" / "train" / "s22_00001.mp4")
+    np.testing.assert_array_equal(sidecar["keypoints"], synthetic.render_clip(synthetic.clip_seed(22, 1), 4, 32, 32).keypoints)
+    with pytest.raises(SystemExit):
+        synthetic.main(["--output-dir", str(tmp_path / "c"), "--prefix", "../x", *args])
+    assert "--prefix '../x': letters, digits" in capsys.readouterr().err
+
+
 def test_bad_arguments_fail_clearly(capsys):
     with pytest.raises(ValueError, match="at least 16x16"):
         synthetic.render_clip(0, num_frames=4, height=8, width=8)
