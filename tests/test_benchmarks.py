@@ -97,3 +97,32 @@ def test_reference_view_share_recorder_reads_per_frame_routing():
     frame_bias[0, 2, :5] = float("-inf")
     assert torch.allclose(recorder.per_frame_call(q, k, v, frame_bias, 3), attend_per_frame(q, k, v, frame_bias, 3))
     assert np.allclose(recorder.per_frame(3), [0.0, 0.5, 1.0])
+
+
+def test_colour_drift_floor_scores_changed_truths_against_the_unchanged_input(tmp_path, capsys):
+    import json
+
+    from benchmarks import colour_drift_floor
+    from fashionflow.demo import quality
+    from fashionflow.synthetic import render_clip
+
+    manifest = {"num_frames": 4, "clips": [{"seed": 3, "split": "test"}, {"seed": 4, "split": "test"},
+                                           {"seed": 5, "split": "train"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    output = tmp_path / "floor.json"
+    assert colour_drift_floor.main(["--dataset", str(tmp_path), "--size", "32", "32", "--optimise-latents", "10",
+                                    "--output", str(output)]) == 0
+    result = json.loads(output.read_text())
+    assert result["clips"] == 2 and result["num_frames"] == 4  # the test clips only, the manifest's length
+    truths = [render_clip(seed, 4, 32, 32).frames for seed in (3, 4)]
+    expected = np.mean([quality.mean_colour_drift(t, t[0]) for t in truths])
+    variants = result["variants"]
+    assert variants["truth"]["drift"] == pytest.approx(expected) and result["target_drift"] == pytest.approx(expected + 0.1)
+    assert variants["noise_8"]["drift"] > variants["truth"]["drift"]  # every change is scored against the raw input
+    assert variants["noise_8"]["distance"] > variants["noise_2"]["distance"]
+    # the bundled VAE: its decoded clip against the raw input and against its own decoded frame 0
+    assert {"vae", "vae_vs_decoded_input"} <= set(variants)
+    # the decoder fed latents optimised for the first frames draws them closer than from the encoder's
+    assert variants["vae_optimised_latents_frame0"]["psnr"] > variants["vae_frame0"]["psnr"]
+    assert len(table_rows(capsys.readouterr().out)) == len(variants)
+    assert colour_drift_floor.main(["--dataset", str(tmp_path / "missing")]) == 1
