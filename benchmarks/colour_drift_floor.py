@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fashionflow.demo import quality  # noqa: E402
+from fashionflow.demo.evaluate_demo import test_clips  # noqa: E402
 from fashionflow.synthetic import render_clip  # noqa: E402
 
 NOISE_SIGMAS = (2.0, 4.0, 8.0)
@@ -158,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {manifest_path} not found: render the clips first (python -m fashionflow.synthetic, "
               f"README, section Demo)", file=sys.stderr)
         return 1
-    manifest = json.loads(manifest_path.read_text())
-    seeds = [clip["seed"] for clip in manifest["clips"] if clip["split"] == "test"][:args.limit]
+    clips, manifest = test_clips(Path(args.dataset), args.limit)
+    seeds = [clip["seed"] for clip in clips]
     if not seeds:
         print(f"error: {manifest_path} lists no test clips", file=sys.stderr)
         return 1
@@ -169,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         from diffusers import AutoencoderKL
 
         torch.set_num_threads(args.threads)
-        torch.manual_seed(0)
         vae = AutoencoderKL.from_pretrained(args.vae).eval()
     result = measure(seeds, args.frames or manifest["num_frames"], *args.size, vae=vae,
                      optimise_steps=args.optimise_latents)
