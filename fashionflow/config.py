@@ -70,6 +70,10 @@ class ModelConfig:
     # cross-attention, the reference attention and the SDEdit start: logits -sharpness x pose
     # distance, per frame and view; 0 = off (the reference attention alone decides)
     reference_pose_routing: float = 0.0
+    # every frame attends to frame 0's features at each level's full resolution (models/first_frame.py;
+    # Tune-A-Video / Animate Anyone's ReferenceNet; off = released), zero-initialised: so the garment's
+    # pattern has a path to later frames where temporal convolutions and the deep attention blur it
+    first_frame_attention: bool = False
     # what the adapter feeds the image cross-attention (paper Table 2 ablation): CLIP and VAE
     # tokens (released), CLIP tokens only, VAE tokens only, or nothing ("disabled": global conditioning off)
     global_conditioning: Literal["clip_and_vae", "clip", "vae", "disabled"] = "clip_and_vae"
@@ -276,9 +280,10 @@ class FashionFlowConfig:
                               "model.max_references > 0 and model.pose_guider=true")
         if not 0.0 <= self.train.reference_dropout <= 1.0:
             raise ConfigError(f"train.reference_dropout={self.train.reference_dropout} must be in [0, 1]")
-        if self.train.trainable == "new_conditions" and not (m.max_references > 0 or m.pose_guider):
+        if self.train.trainable == "new_conditions" and not (m.max_references > 0 or m.pose_guider
+                                                              or m.first_frame_attention):
             raise ConfigError("train.trainable=new_conditions needs a model with new conditions to train "
-                              "(model.max_references > 0 or model.pose_guider)")
+                              "(model.max_references > 0, model.pose_guider or model.first_frame_attention)")
         if self.diffusion.rescale_betas_zero_snr and self.diffusion.prediction_type != "v_prediction":
             raise ConfigError("diffusion.rescale_betas_zero_snr needs diffusion.prediction_type=v_prediction "
                               "(at zero terminal SNR the noise is the whole input, so epsilon says nothing)")

@@ -26,6 +26,14 @@ def test_psnr_and_motion_match_their_formulas():
     assert quality.psnr(a, a) == float("inf")
     assert quality.motion(a) == pytest.approx(np.abs(np.diff(a.astype(float), axis=0)).mean())
     assert quality.motion(np.repeat(a[:1], 5, axis=0)) == 0.0
+    mask = np.zeros(a.shape[:3], dtype=bool)
+    mask[:, 2:5, 1:6] = True
+    masked_mse = np.mean((a[mask].astype(float) - b[mask]) ** 2)
+    assert quality.masked_psnr(a, b, mask) == pytest.approx(10 * np.log10(255 ** 2 / masked_mse))
+    assert quality.masked_psnr(a, b, np.ones_like(mask)) == pytest.approx(quality.psnr(a, b))
+    c = a.copy()
+    c[~mask] = b[~mask]  # differs only outside the mask
+    assert quality.masked_psnr(c, a, mask) == float("inf") and np.isnan(quality.masked_psnr(a, b, mask & False))
 
 
 def test_colour_histograms_see_the_figure_not_the_wall():

@@ -419,13 +419,17 @@ def test_evaluate_pose_end_to_end_on_an_untrained_model(checkpoints, tmp_path, c
     assert evaluate_pose.main(args) == 0
     result = json.loads(output.read_text())
     assert result["sampler"] == "DDIMScheduler"  # --sampler overrides the checkpoint's (DDPM)
-    assert result["clips"] == 1 and set(result["pose_driven"]) == {"ssim", "psnr", "psnr_pooled", "psnr_by_frame"}
+    assert result["clips"] == 1 and set(result["pose_driven"]) == {"ssim", "psnr", "psnr_pooled", "psnr_figure",
+                                                                   "psnr_background", "psnr_by_frame"}
     for method in ("pose_driven", "pose_free", "repeat_input", "truth_through_vae", "repeat_input_through_vae"):
         by_frame = result[method]["psnr_by_frame"]
         assert len(by_frame) == 7 and np.mean(by_frame) == pytest.approx(result[method]["psnr"], abs=1e-2)
         # the PSNR of the mean squared error is at most the mean of the frames' PSNRs (Jensen), equal
         # only when every frame is missed by as much
         assert result[method]["psnr_pooled"] <= result[method]["psnr"] + 1e-6
+        # the clip's error is the figure's and the background's, weighted by their pixels: between the two
+        parts = sorted((result[method]["psnr_figure"], result[method]["psnr_background"]))
+        assert parts[0] - 1e-6 <= result[method]["psnr_pooled"] <= parts[1] + 1e-6
     # untrained: the guider is zero, so pose-driven and pose-free are the same video
     assert result["pose_driven"] == result["pose_free"]
     out = capsys.readouterr().out

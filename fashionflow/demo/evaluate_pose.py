@@ -53,10 +53,15 @@ def clip_scores(video: np.ndarray, truth: np.ndarray, lpips=None) -> dict:
     """Frames 1.. of a uint8 video [f, h, w, 3] against the ground truth (frame 0 is the input):
     mean SSIM, PSNR (and LPIPS), the PSNR of each frame `psnr_by_frame` [f - 1], and
     `psnr_pooled`, the PSNR of the clip's mean squared error (frames 1.. as one signal: a frame
-    matched almost exactly cannot make up for a badly missed one, as it can in the mean of dBs)."""
+    matched almost exactly cannot make up for a badly missed one, as it can in the mean of dBs),
+    and the same split into the truth's figure (`psnr_figure`: pixels `quality.figure_mask` finds in
+    each truth frame) and the rest (`psnr_background`): where a method loses."""
     psnr = psnr_per_frame(video[1:], truth[1:])
+    figure = np.stack([quality.figure_mask(frame) for frame in truth[1:]])  # f-1 h w: the truth's figure
     scores = {"ssim": float(ssim_per_frame(video[1:], truth[1:]).mean()), "psnr": float(psnr.mean()),
-              "psnr_pooled": quality.psnr(video[1:], truth[1:]), "psnr_by_frame": psnr}
+              "psnr_pooled": quality.psnr(video[1:], truth[1:]),
+              "psnr_figure": quality.masked_psnr(video[1:], truth[1:], figure),
+              "psnr_background": quality.masked_psnr(video[1:], truth[1:], ~figure), "psnr_by_frame": psnr}
     if lpips is not None:
         scores["lpips"] = float(lpips_per_frame(lpips, video[1:], truth[1:]).mean())
     return scores
@@ -107,6 +112,8 @@ def markdown_table(result: dict) -> str:
     names = {"ssim": "SSIM vs ground truth, frames 1.. (higher better)",
              "psnr": "PSNR vs ground truth, frames 1.. (dB, higher better)",
              "psnr_pooled": "PSNR of the clip's mean squared error, frames 1.. (dB)",
+             "psnr_figure": "the same on the truth's figure only (dB)",
+             "psnr_background": "the same on the background only (dB)",
              "lpips": "LPIPS vs ground truth, frames 1.. (lower better)"}
     columns = scored(result)
     lines = ["| measure | " + " | ".join(LABELS[m] for m in columns) + " |",

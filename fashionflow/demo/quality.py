@@ -3,7 +3,7 @@
 Used by `fashionflow.demo.evaluate_demo` on held-out synthetic clips, where the ground truth
 is known. All take uint8 videos [f, h, w, 3] (RGB) and return plain floats.
 
-- `psnr`: peak signal-to-noise ratio in dB (8-bit scale).
+- `psnr`: peak signal-to-noise ratio in dB (8-bit scale); `masked_psnr` over chosen pixels.
 - `motion`: mean absolute change between consecutive frames (0-255 scale): how much moves.
 - `figure_mask`: the pixels that differ from the studio background (estimated from the border).
 - `colour_histogram` / `histogram_distance`: a joint RGB histogram of the figure's pixels and
@@ -24,6 +24,15 @@ QUANTILES = np.linspace(0.0, 1.0, 32)  # where colour_distance compares the two 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR (dB) between two uint8 arrays of the same shape; inf when identical."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR (dB) of two uint8 arrays [..., h, w, 3] over the pixels where mask [..., h, w] is True
+    (one pooled error); inf when they agree there, nan when the mask is empty."""
+    if not mask.any():
+        return float("nan")
+    mse = np.mean((a[mask].astype(np.float64) - b[mask].astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 

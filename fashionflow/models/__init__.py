@@ -16,7 +16,8 @@ def unet_kwargs(model_cfg) -> dict:
                 attention_heads=model_cfg.attention_heads, attention_head_dim=model_cfg.attention_head_dim,
                 groups=model_cfg.groups, context_dim=model_cfg.context_dim, max_references=model_cfg.max_references,
                 pose_guider_channels=tuple(model_cfg.pose_guider_channels) if model_cfg.pose_guider else None,
-                reference_pose_routing=model_cfg.reference_pose_routing)
+                reference_pose_routing=model_cfg.reference_pose_routing,
+                first_frame_attention=model_cfg.first_frame_attention)
 
 
 def adapter_kwargs(model_cfg) -> dict:
@@ -38,7 +39,8 @@ def base_model_config(model_cfg):
     """The `ModelConfig` without optional conditions: the architecture of a single-image checkpoint."""
     import dataclasses
 
-    return dataclasses.replace(model_cfg, max_references=0, pose_guider=False, reference_pose_routing=0.0)
+    return dataclasses.replace(model_cfg, max_references=0, pose_guider=False, reference_pose_routing=0.0,
+                               first_frame_attention=False)
 
 
 def load_base_weights(unet: SpaceTimeUNet, state: dict) -> list[str]:

@@ -19,7 +19,9 @@ Animate Anyone Sec. 3.2). `reference_pose_routing` > 0 (needs both) routes each 
 whose pose is like the frame's driving pose (ProFashion's pose-aware aggregation; pose/similarity.py):
 the image cross-attentions then see the image's and the references' tokens with per-frame logits,
 and the reference attentions weight and gate the references per frame (`_pose_routing`). It has
-no weights, so it can be switched on for a trained model.
+no weights, so it can be switched on for a trained model. `first_frame_attention` adds, after
+every level's resnets, an attention from each frame to frame 0's features at that level's full
+resolution (models/first_frame.py; Tune-A-Video, Animate Anyone's ReferenceNet).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from fashionflow.models.attention import ImageCrossAttention, SpatioTemporalAttention
+from fashionflow.models.first_frame import FirstFrameConditioning
 from fashionflow.models.layers import Downsample, PseudoConv3d, ResnetBlock, SinusoidalTimestepEmbedding, Upsample
 from fashionflow.models.pose_guider import PoseGuider
 from fashionflow.models.references import ReferenceConditioning
@@ -68,7 +71,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
     _supports_gradient_checkpointing = True
     # state-dict prefixes of optional, zero-initialised conditions: a checkpoint without them
     # (e.g. the released single-image model) initialises a model with them (`load_base_weights`)
-    optional_condition_prefixes = ("references.", "pose_guider.")
+    optional_condition_prefixes = ("references.", "pose_guider.", "first_frame.")
 
     @register_to_config
     def __init__(
@@ -87,6 +90,7 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         max_references: int = 0,
         pose_guider_channels: tuple[int, ...] | None = None,
         reference_pose_routing: float = 0.0,
+        first_frame_attention: bool = False,
     ):
         super().__init__()
         levels = len(dim_mults)
@@ -125,6 +129,12 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
             raise ValueError(f"reference_pose_routing must be >= 0 (0 = off), got {reference_pose_routing}")
         # skeleton images [b, 3, f, H, W] -> [b, base_dim, f, h, w], added after conv_in
         self.pose_guider = PoseGuider(base_dim, 3, tuple(pose_guider_channels)) if pose_guider_channels else None
+        self.first_frame = None
+        if first_frame_attention:  # each level's width (its cross-attention's), down then up (deepest first)
+            widths = lambda levels: [level.cross_attention.to_q.in_features for level in levels]  # noqa: E731
+            heads = lambda levels: [level.cross_attention.heads for level in levels]  # noqa: E731
+            self.first_frame = FirstFrameConditioning(widths(self.down_levels), widths(self.up_levels),
+                                                      heads(self.down_levels), heads(self.up_levels))
 
     def check_input_size(self, latents: torch.Tensor) -> None:
         if latents.ndim != 5:
@@ -254,6 +264,8 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
             skips.append(x)
             for resnet in level.resnets:
                 x = self._run(resnet, x)
+            if self.first_frame is not None:
+                x = self._run(self.first_frame.down[index], x)
             if level.attention is not None:
                 x = self._run(level.attention, x)
             skips.append(x)
@@ -273,6 +285,8 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
             x = torch.cat((skips.pop() * self.skip_scale, x), dim=1)
             for resnet in level.resnets:
                 x = self._run(resnet, x)
+            if self.first_frame is not None:
+                x = self._run(self.first_frame.up[index], x)
             if level.attention is not None:
                 x = self._run(level.attention, x)
             x = self._run(level.cross_attention, x, *cross)

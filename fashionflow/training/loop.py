@@ -273,11 +273,11 @@ class TrainingParts:
 
 def freeze_base(unet, adapter) -> None:
     """`train.trainable=new_conditions`: only the optional condition modules (unet.references,
-    unet.pose_guider) keep requires_grad; the base U-Net and the adapter are frozen (the config
+    unet.pose_guider, unet.first_frame) keep requires_grad; the base U-Net and the adapter are frozen (the config
     makes sure the model has at least one of them)."""
     for module in (unet, adapter):
         module.requires_grad_(False)
-    for module in (unet.references, unet.pose_guider):
+    for module in (unet.references, unet.pose_guider, unet.first_frame):
         if module is not None:
             module.requires_grad_(True)
 
