@@ -102,7 +102,7 @@ def test_references_and_poses_together_start_as_the_base_model_and_both_act():
     base, _ = build_models(load_config(TINY).model)
     torch.manual_seed(0)
     both, _ = build_models(cfg.model)  # references, then the guider, are built after the base layers
-    assert both.optional_condition_prefixes == ("references.", "pose_guider.")
+    assert both.optional_condition_prefixes == ("references.", "pose_guider.", "first_frame.")
     assert sorted({k.split(".")[0] for k in load_base_weights(both, base.state_dict())}) == ["pose_guider",
                                                                                             "references"]
     latents, t, context, pose = unet_inputs(cfg)
