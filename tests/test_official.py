@@ -142,3 +142,23 @@ def test_arbitrary_pickles_are_refused(tmp_path):
     torch.save({"net": {}, "adapter": {}, "extra": Payload()}, path)
     with pytest.raises(CheckpointMismatchError, match="cannot read as a tensors-only torch checkpoint"):
         load_official_checkpoint(path)
+
+
+def test_released_checkpoint_into_a_model_with_first_frame_attention(synthetic_checkpoint):
+    """`train.py --init model_2400.pth model.first_frame_attention=true`: the new layers start at zero,
+    so the model is the released one at step 0."""
+    from fashionflow.config import load_config
+    from fashionflow.models import build_models
+    from fashionflow.training import loop
+
+    path, _ = synthetic_checkpoint
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs/fashionflow.yaml",
+                      ["model.first_frame_attention=true"])
+    unet, adapter = build_models(cfg.model)
+    missing = loop.load_initial_weights(path, unet, adapter, cfg)
+    assert missing and all(key.startswith("first_frame.") for key in missing)
+    released, _ = load_official_checkpoint(path)
+    generator = torch.Generator().manual_seed(2)
+    x, context = torch.randn(1, 4, 2, 16, 16, generator=generator), torch.randn(1, 54, 768, generator=generator)
+    with torch.no_grad():
+        assert torch.equal(unet.eval()(x, torch.tensor([500]), context), released.eval()(x, torch.tensor([500]), context))
