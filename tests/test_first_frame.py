@@ -52,7 +52,7 @@ def test_a_fresh_module_is_exactly_the_base_model_and_a_trained_one_is_not(model
     expected = base(x, t, context)
     assert torch.equal(fresh(x, t, context), expected)  # zero-initialised output: the step-0 model
     trained = randomise_outputs(build_models(tiny_cfg("model.first_frame_attention=true").model)[0])
-    trained.load_state_dict({**trained.state_dict(), **{k: v for k, v in base.state_dict().items()}})
+    trained.load_state_dict({**trained.state_dict(), **base.state_dict()})  # base weights, random new outputs
     out = trained.eval()(x, t, context)
     assert out.shape == x.shape and torch.isfinite(out).all() and not torch.allclose(out, expected)
 

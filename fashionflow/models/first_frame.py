@@ -27,16 +27,16 @@ the demo its output projections stayed near zero and the held-out loss did not m
 W_out (weight and bias) starts at zero, so a model initialised from a checkpoint without the
 module is that checkpoint at step 0 (ControlNet's zero convolution). Frame 0 attending to itself
 is allowed. With `diffusion.local_conditioning=false` (paper Table 2) frame 0 is noised like the
-others, and the frames read it as it is. Cost per level: f x (h w)^2 attention logits, 24 x 256^2 at the demo's largest level.
+others, and the frames read it as it is. Cost per level: f x (h w)^2 attention logits, 24 x 256^2
+at the demo's largest level.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-
-import torch.nn.functional as F
 
 from fashionflow.models.attention import attend
 

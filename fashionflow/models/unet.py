@@ -118,23 +118,23 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         self.up_levels = nn.ModuleList(UpLevel(*args, **shared) for args in reversed(level_args))  # deepest first
         self.conv_out = PseudoConv3d(base_dim, in_channels, kernel_size=3)
         self.skip_scale = 2 ** -0.5
+        # each level's width and heads (its image cross-attention's), down then up (deepest first):
+        # the sizes of the optional conditions' per-level blocks
+        down_widths, up_widths = ([level.cross_attention.to_q.in_features for level in levels]
+                                  for levels in (self.down_levels, self.up_levels))
+        down_heads, up_heads = ([level.cross_attention.heads for level in levels]
+                                for levels in (self.down_levels, self.up_levels))
         self.references = None
         if max_references > 0:
-            widths = lambda levels: [level.cross_attention.to_q.in_features for level in levels]  # noqa: E731
-            heads = lambda levels: [level.cross_attention.heads for level in levels]  # noqa: E731
-            self.references = ReferenceConditioning(widths(self.down_levels), widths(self.up_levels),
-                                                    heads(self.down_levels), heads(self.up_levels), context_dim,
+            self.references = ReferenceConditioning(down_widths, up_widths, down_heads, up_heads, context_dim,
                                                     max_references)
         if reference_pose_routing < 0:
             raise ValueError(f"reference_pose_routing must be >= 0 (0 = off), got {reference_pose_routing}")
         # skeleton images [b, 3, f, H, W] -> [b, base_dim, f, h, w], added after conv_in
         self.pose_guider = PoseGuider(base_dim, 3, tuple(pose_guider_channels)) if pose_guider_channels else None
         self.first_frame = None
-        if first_frame_attention:  # each level's width (its cross-attention's), down then up (deepest first)
-            widths = lambda levels: [level.cross_attention.to_q.in_features for level in levels]  # noqa: E731
-            heads = lambda levels: [level.cross_attention.heads for level in levels]  # noqa: E731
-            self.first_frame = FirstFrameConditioning(widths(self.down_levels), widths(self.up_levels),
-                                                      heads(self.down_levels), heads(self.up_levels))
+        if first_frame_attention:
+            self.first_frame = FirstFrameConditioning(down_widths, up_widths, down_heads, up_heads)
 
     def check_input_size(self, latents: torch.Tensor) -> None:
         if latents.ndim != 5:
