@@ -42,3 +42,14 @@ def restore_library_logging():
     for library, level in zip((diffusers, transformers), levels):
         library.utils.logging.set_verbosity(level)
         library.utils.logging.enable_progress_bar()
+
+
+@pytest.fixture
+def vae_training_args(tmp_path):
+    """`train_vae` arguments for a few steps on 6 tiny synthetic clips (32 x 32, 4 frames), widths 8."""
+    from fashionflow import synthetic
+
+    clips = tmp_path / "clips"
+    synthetic.main(["--output-dir", str(clips), "--num-videos", "6", "--frames", "4", "--height", "32", "--width", "32"])
+    return ["--videos", str(clips), "--batch-size", "2", "--channels", "8", "8", "8", "8", "--threads", "1",
+            "--log-every", "100"]

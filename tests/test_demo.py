@@ -229,18 +229,14 @@ def test_saturated_cards_draw_strongly_saturated_shapes():
     assert np.median(uniform) < np.median(saturated) - 60
 
 
-def test_decoder_only_training_keeps_the_latent_space(tmp_path):
+def test_decoder_only_training_keeps_the_latent_space(tmp_path, vae_training_args):
     """--decoder-only (sd-vae-ft-mse's recipe): encoder, latents and scaling factor stay; the decoder learns."""
     import torch
     from diffusers import AutoencoderKL
 
-    from fashionflow import synthetic
     from fashionflow.demo import train_vae
 
-    clips = tmp_path / "clips"
-    synthetic.main(["--output-dir", str(clips), "--num-videos", "6", "--frames", "4", "--height", "32", "--width", "32"])
-    common = ["--videos", str(clips), "--crop", "16", "--batch-size", "2", "--channels", "8", "8", "8", "8",
-              "--threads", "1", "--log-every", "100"]
+    common = [*vae_training_args, "--crop", "16"]
     assert train_vae.main([*common, "--output-dir", str(tmp_path / "first"), "--steps", "2"]) == 0
     assert train_vae.main([*common, "--output-dir", str(tmp_path / "second"), "--steps", "3", "--lr", "1e-2",
                            "--init-from", str(tmp_path / "first"), "--decoder-only"]) == 0

@@ -39,6 +39,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from fashionflow.demo.quality import colour_grid_errors
+from fashionflow.demo.widen_vae import widen_vae
 from fashionflow.video_io import VideoReadError, list_videos, read_video
 
 
@@ -197,7 +198,10 @@ def train(args) -> dict:
     test_frames = load_frames(videos / "test", every=4)
     height, width = train_frames.shape[1:3]
     if args.init_from:  # continue training a saved VAE (its architecture; --channels/--groups are ignored)
-        vae = AutoencoderKL.from_pretrained(args.init_from, low_cpu_mem_usage=False).train()
+        vae = AutoencoderKL.from_pretrained(args.init_from, low_cpu_mem_usage=False)
+        if args.widen:  # twice the channels, the same function (Net2Net): training goes on from where it stood
+            vae = widen_vae(vae, seed=args.seed)
+        vae.train()
     else:
         vae = build_demo_vae(args.channels, args.groups, sample_size=max(height, width), seed=args.seed).train()
     if args.decoder_only:  # the latent space stays as it is (sd-vae-ft-mse's recipe): models trained on it still fit
@@ -281,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoder-only", action="store_true",
                         help="with --init-from: train the decoder only; the encoder, its latents and the scaling factor "
                              "stay, so a U-Net trained on them still fits")
+    parser.add_argument("--widen", action="store_true",
+                        help="with --init-from and --decoder-only: first widen the VAE to twice its channels, computing "
+                             "the same function (fashionflow/demo/widen_vae.py), so its decoder trains on from where it stood")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=100)
@@ -290,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--crop must be a multiple of 8")
     if args.decoder_only and not args.init_from:
         parser.error("--decoder-only needs --init-from (the VAE whose encoder to keep)")
+    if args.widen and not (args.init_from and args.decoder_only):
+        parser.error("--widen needs --init-from and --decoder-only (the encoder, and so the latents, must stay)")
     if not 0 <= args.decay_fraction <= 1:
         parser.error("--decay-fraction must be between 0 and 1")
     if not 0 <= args.card_share <= 1 or not 0 <= args.saturated_share <= 1:
