@@ -87,6 +87,7 @@ def widen_vae(small: AutoencoderKL, split_range: tuple[float, float] | None = (0
     The encoder's weights are split evenly; the decoder's at random points in `split_range`
     (None: evenly), so its copies can grow apart when it is trained. Same groups, latent
     channels and scaling factor, so latents and every model trained on them carry over.
+    Returned in float32, in train mode.
     """
     config = dict(small.config)
     config["block_out_channels"] = [WIDTH_FACTOR * c for c in config["block_out_channels"]]
