@@ -492,26 +492,40 @@ def split_of(index: int, num_videos: int, test_fraction: float) -> str:
     return "test" if index >= num_videos - num_test else "train"
 
 
+def write_clip(output_dir: Path, index: int, num_videos: int, seed: int, num_frames: int, height: int, width: int,
+               test_fraction: float, fps: float, prefix: str) -> dict:
+    """Render clip `index` of a dataset, write its mp4 and pose sidecar; returns its manifest entry."""
+    from fashionflow.video_io import write_mp4
+
+    split = split_of(index, num_videos, test_fraction)
+    seed_i = clip_seed(seed, index)
+    clip = render_clip(seed_i, num_frames, height, width)
+    path = output_dir / split / f"{prefix}_{index:05d}.mp4"
+    write_mp4(path, clip.frames, fps=fps)
+    write_pose_sidecar(path, clip.keypoints, clip.yaw)
+    return {"file": f"{split}/{path.name}", "split": split, "seed": seed_i, **clip.figure.describe()}
+
+
 def generate_dataset(output_dir: str | Path, num_videos: int, seed: int = 0, num_frames: int = 32,
                      height: int = 128, width: int = 128, test_fraction: float = 1 / 6, fps: float = 25.0,
-                     log=print, prefix: str = "synthetic") -> list[dict]:
+                     log=print, prefix: str = "synthetic", workers: int = 1) -> list[dict]:
     """Write `num_videos` clips to output_dir/{train,test}/PREFIX_NNNNN.mp4 and a manifest.
 
     Datasets of other seeds written with other prefixes project into one latents folder without
-    their names colliding (projection skips a clip whose name is already there)."""
+    their names colliding (projection skips a clip whose name is already there). Every clip has
+    its own seed (`clip_seed`), so `workers` processes write the same dataset as one does."""
     from fashionflow.utils import atomic_write_text
-    from fashionflow.video_io import write_mp4
 
     output_dir = Path(output_dir)
-    entries = []
-    for index in range(num_videos):
-        split = split_of(index, num_videos, test_fraction)
-        seed_i = clip_seed(seed, index)
-        clip = render_clip(seed_i, num_frames, height, width)
-        path = output_dir / split / f"{prefix}_{index:05d}.mp4"
-        write_mp4(path, clip.frames, fps=fps)
-        write_pose_sidecar(path, clip.keypoints, clip.yaw)
-        entries.append({"file": f"{split}/{path.name}", "split": split, "seed": seed_i, **clip.figure.describe()})
+    jobs = [(output_dir, index, num_videos, seed, num_frames, height, width, test_fraction, fps, prefix)
+            for index in range(num_videos)]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            entries = list(pool.map(write_clip, *zip(*jobs), chunksize=max(1, num_videos // (8 * workers))))
+    else:
+        entries = [write_clip(*job) for job in jobs]
     manifest = {"seed": seed, "num_frames": num_frames, "height": height, "width": width, "fps": fps,
                 "clips": entries}
     atomic_write_text(output_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")
@@ -531,16 +545,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="synthetic",
                         help="clip names PREFIX_NNNNN.mp4: give datasets of other seeds their own, so their latents "
                              "can share a folder")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes rendering and encoding clips at once (the dataset is the same for any number)")
     args = parser.parse_args(argv)
     if args.num_videos < 1:
         parser.error("--num-videos must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if not 0 <= args.test_fraction < 1:
         parser.error("--test-fraction must be in [0, 1)")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", args.prefix):
         parser.error(f"--prefix {args.prefix!r}: letters, digits, '_' and '-' only (it names files)")
     started = time.perf_counter()
     entries = generate_dataset(args.output_dir, args.num_videos, args.seed, args.frames, args.height, args.width,
-                               args.test_fraction, args.fps, prefix=args.prefix)
+                               args.test_fraction, args.fps, prefix=args.prefix, workers=args.workers)
     num_test = sum(e["split"] == "test" for e in entries)
     print(f"wrote {len(entries) - num_test} train and {num_test} test clips of {args.frames} frames "
           f"({args.height}x{args.width}) to {args.output_dir} in {time.perf_counter() - started:.1f} s")

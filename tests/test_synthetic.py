@@ -77,7 +77,11 @@ def test_generate_dataset_layout_manifest_and_reproducible_videos(tmp_path):
     args = ["--num-videos", "4", "--frames", "5", "--height", "64", "--width", "48", "--seed", "11",
             "--test-fraction", "0.25"]
     assert synthetic.main(["--output-dir", str(tmp_path / "a"), *args]) == 0
-    assert synthetic.main(["--output-dir", str(tmp_path / "b"), *args]) == 0
+    assert synthetic.main(["--output-dir", str(tmp_path / "b"), *args, "--workers", "2"]) == 0
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 9  # 4 videos, 4 pose sidecars, the manifest
+    for name in files:  # two processes write the very same dataset
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     train = sorted(p.name for p in (tmp_path / "a" / "train").glob("*.mp4"))
     test = sorted(p.name for p in (tmp_path / "a" / "test").glob("*.mp4"))
     assert train == ["synthetic_00000.mp4", "synthetic_00001.mp4", "synthetic_00002.mp4"]
@@ -118,6 +122,9 @@ def test_bad_arguments_fail_clearly(capsys):
     with pytest.raises(SystemExit):
         synthetic.main(["--output-dir", "unused", "--num-videos", "0"])
     assert "--num-videos must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        synthetic.main(["--output-dir", "unused", "--num-videos", "2", "--workers", "0"])
+    assert "--workers must be at least 1" in capsys.readouterr().err
 
 
 def test_split_keeps_at_least_one_test_clip():
