@@ -249,6 +249,16 @@ def test_init_from_a_checkpoint_folder_and_resume_refuses_another_model(setup, s
     assert all(torch.equal(v, ema[k]) for k, v in unet.state_dict().items())
     with pytest.raises(ckpt.CheckpointError, match="unet/ is missing"):
         loop.load_initial_weights(folder / "scheduler", unet, adapter, cfg)
+    wider = tiny_cfg(setup, "model.base_dim=16")  # another architecture: one line, not a page of size mismatches
+    with pytest.raises(ckpt.CheckpointError, match=r"U-Net tensors have other shapes .*\[8\] in the checkpoint, "
+                                                   r"\[16\] here\); --init needs the model.\* settings"):
+        loop.load_initial_weights(folder, *build_models(wider.model), wider)
+    from safetensors.torch import save_file
+
+    shutil.copytree(folder, tmp_path / "extra")
+    save_file({"stray.weight": torch.zeros(1)}, tmp_path / "extra" / "unet" / "stray.safetensors")
+    with pytest.raises(ckpt.CheckpointError, match=r"--init .*unexpected \['stray.weight'\]"):
+        loop.load_initial_weights(tmp_path / "extra", unet, adapter, cfg)
     shutil.copytree(run, tmp_path / "run")
     with pytest.raises(ckpt.CheckpointError, match=r"model.base_dim differs \(8 there, 16 now\)"):
         train(tiny_cfg(setup, "model.base_dim=16"), setup[1], tmp_path / "run")

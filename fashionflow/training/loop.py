@@ -214,8 +214,26 @@ def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig
                 raise ckpt.CheckpointError(f"--init {path}: expected a folder with unet/ and adapter/ (a converted "
                                            f"or fashionflow checkpoint) or the released .pth file; {name}/ is missing")
         states = {name: ckpt.load_weights(path / name) for name in ("unet", "adapter")}
-    adapter.load_state_dict(states["adapter"])
-    return load_base_weights(unet, states["unet"])  # a single-image checkpoint: new conditions start at zero
+    for name, module in (("U-Net", unet), ("adapter", adapter)):
+        check_shapes(path, name, module, states["unet" if module is unet else "adapter"])
+    try:
+        adapter.load_state_dict(states["adapter"])
+        return load_base_weights(unet, states["unet"])  # a single-image checkpoint: new conditions start at zero
+    except RuntimeError as error:
+        raise ckpt.CheckpointError(f"--init {path}: {str(error).splitlines()[0]}") from error
+
+
+def check_shapes(path: Path, name: str, module: torch.nn.Module, state: dict) -> None:
+    """One clear line when a checkpoint's tensors have other shapes than the model this config builds."""
+    own = module.state_dict()
+    wrong = [(key, tuple(tensor.shape), tuple(own[key].shape)) for key, tensor in state.items()
+             if key in own and tensor.shape != own[key].shape]
+    if wrong:
+        key, theirs, ours = wrong[0]
+        raise ckpt.CheckpointError(
+            f"--init {path}: {len(wrong)} {name} tensors have other shapes than this config's model (first: {key} "
+            f"{list(theirs)} in the checkpoint, {list(ours)} here); --init needs the model.* settings of the run it "
+            f"comes from (its config.yaml): only optional conditions may be added")
 
 
 def _open_writer(run_dir: Path, start_step: int, ctx: DistributedContext):
