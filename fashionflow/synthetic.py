@@ -31,6 +31,7 @@ of the others turn part of the way, and a quarter of all clips start side-on or 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -492,7 +493,7 @@ def split_of(index: int, num_videos: int, test_fraction: float) -> str:
     return "test" if index >= num_videos - num_test else "train"
 
 
-def write_clip(output_dir: Path, index: int, num_videos: int, seed: int, num_frames: int, height: int, width: int,
+def write_clip(index: int, output_dir: Path, num_videos: int, seed: int, num_frames: int, height: int, width: int,
                test_fraction: float, fps: float, prefix: str) -> dict:
     """Render clip `index` of a dataset, write its mp4 and pose sidecar; returns its manifest entry."""
     from fashionflow.video_io import write_mp4
@@ -517,15 +518,16 @@ def generate_dataset(output_dir: str | Path, num_videos: int, seed: int = 0, num
     from fashionflow.utils import atomic_write_text
 
     output_dir = Path(output_dir)
-    jobs = [(output_dir, index, num_videos, seed, num_frames, height, width, test_fraction, fps, prefix)
-            for index in range(num_videos)]
+    clip_writer = functools.partial(write_clip, output_dir=output_dir, num_videos=num_videos, seed=seed,
+                                    num_frames=num_frames, height=height, width=width, test_fraction=test_fraction,
+                                    fps=fps, prefix=prefix)
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers) as pool:
-            entries = list(pool.map(write_clip, *zip(*jobs), chunksize=max(1, num_videos // (8 * workers))))
+            entries = list(pool.map(clip_writer, range(num_videos), chunksize=max(1, num_videos // (8 * workers))))
     else:
-        entries = [write_clip(*job) for job in jobs]
+        entries = [clip_writer(index) for index in range(num_videos)]
     manifest = {"seed": seed, "num_frames": num_frames, "height": height, "width": width, "fps": fps,
                 "clips": entries}
     atomic_write_text(output_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")

@@ -61,11 +61,13 @@ def same_latent_space_vae(pipe, folder: Path, tolerance: float = 1e-3):
     import torch
     from diffusers import AutoencoderKL
 
+    from fashionflow.demo.train_vae import to_model_range
+
     vae = AutoencoderKL.from_pretrained(folder, low_cpu_mem_usage=False).eval()
     if vae.config.scaling_factor != pipe.vae.config.scaling_factor:
         raise SystemExit(f"{folder}: scaling factor {vae.config.scaling_factor}, the run's VAE "
                          f"{pipe.vae.config.scaling_factor}: its latents are not the ones the U-Net was trained on")
-    frame = torch.from_numpy(render_clip(0, 1).frames[0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    frame = to_model_range(render_clip(0, 1).frames)  # [1, 3, h, w] in [-1, 1]
     with torch.no_grad():
         ours, theirs = (v.encode(frame.to(v.dtype)).latent_dist.mean.float() for v in (vae, pipe.vae))
     difference = (ours - theirs).abs().max().item()

@@ -51,12 +51,10 @@ def split_weights(shape: torch.Size, index: torch.Tensor, split_range: tuple[flo
         return torch.full(shape, 1.0 / WIDTH_FACTOR)
     low, high = split_range
     old = torch.empty((shape[0], len(index) // WIDTH_FACTOR, *shape[2:])).uniform_(low, high, generator=generator)
+    # the first copy of each channel takes the factor, the second the rest: a stable sort puts each
+    # channel's two wide positions side by side, first copy first
     first = torch.zeros(len(index), dtype=torch.bool)
-    seen = set()
-    for wide, small in enumerate(index.tolist()):  # the first copy takes the factor, the second the rest
-        if small not in seen:
-            first[wide] = True
-            seen.add(small)
+    first[torch.argsort(index, stable=True)[::WIDTH_FACTOR]] = True
     factors = old[:, index]
     factors[:, ~first] = 1.0 - factors[:, ~first]
     return factors

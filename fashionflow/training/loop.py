@@ -214,8 +214,8 @@ def load_initial_weights(path: str | Path, unet, adapter, cfg: FashionFlowConfig
                 raise ckpt.CheckpointError(f"--init {path}: expected a folder with unet/ and adapter/ (a converted "
                                            f"or fashionflow checkpoint) or the released .pth file; {name}/ is missing")
         states = {name: ckpt.load_weights(path / name) for name in ("unet", "adapter")}
-    for name, module in (("U-Net", unet), ("adapter", adapter)):
-        check_shapes(path, name, module, states["unet" if module is unet else "adapter"])
+    check_shapes(path, "U-Net", unet, states["unet"])
+    check_shapes(path, "adapter", adapter, states["adapter"])
     try:
         adapter.load_state_dict(states["adapter"])
         return load_base_weights(unet, states["unet"])  # a single-image checkpoint: new conditions start at zero
